@@ -1,0 +1,46 @@
+# Two commands do everything: `make demo` and `make test`.
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.setup-done
+HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
+	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+
+.PHONY: setup test demo bench clean check-python mpi
+
+setup: $(STAMP)
+	@$(VENV)/bin/horovodrun --check-build
+
+check-python:
+	@$(PYTHON_BOOT) -c 'import sys; v = sys.version_info[:2]; \
+	  sys.exit(0 if (3, 9) <= v <= (3, 11) else \
+	  "Python %d.%d found; TensorFlow 2.15 needs Python 3.9-3.11. Set PYTHON_BOOT=python3.11." % v)'
+
+mpi:
+	@if command -v mpirun >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing OpenMPI (openmpi-bin, libopenmpi-dev)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev; \
+	else \
+	  echo "mpirun not found. Install it first: sudo apt-get install openmpi-bin libopenmpi-dev"; exit 1; \
+	fi
+
+$(STAMP): requirements.txt | check-python mpi
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install -q "setuptools<70" wheel
+	grep -v '^horovod' requirements.txt > $(VENV)/requirements-base.txt
+	$(PIP) install -q -r $(VENV)/requirements-base.txt
+	$(HOROVOD_ENV) $(PIP) install -q --no-build-isolation $$(grep '^horovod' requirements.txt)
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q tests/
+
+bench: setup
+	$(PY) bench/bench_data.py
+	$(PY) bench/bench_teacher.py
+	$(PY) bench/bench_train.py
+
+clean:
+	rm -rf demo_output

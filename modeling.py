@@ -1,0 +1,534 @@
+"""BERT in tf.compat.v1 graph style.
+
+The public API and every variable name follow Google's release, so that
+Google's `bert_model.ckpt` files load by name into these graphs. The
+pretraining heads (masked LM and next sentence) live here too because the
+teacher-label stage and the trainers both build them.
+"""
+
+import collections
+import copy
+import json
+import math
+import re
+
+import numpy as np
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+
+class BertConfig(object):
+  """The hyperparameters of a BertModel, as in `bert_config.json`."""
+
+  def __init__(self,
+               vocab_size,
+               hidden_size=768,
+               num_hidden_layers=12,
+               num_attention_heads=12,
+               intermediate_size=3072,
+               hidden_act="gelu",
+               hidden_dropout_prob=0.1,
+               attention_probs_dropout_prob=0.1,
+               max_position_embeddings=512,
+               type_vocab_size=16,
+               initializer_range=0.02):
+    self.vocab_size = vocab_size
+    self.hidden_size = hidden_size
+    self.num_hidden_layers = num_hidden_layers
+    self.num_attention_heads = num_attention_heads
+    self.intermediate_size = intermediate_size
+    self.hidden_act = hidden_act
+    self.hidden_dropout_prob = hidden_dropout_prob
+    self.attention_probs_dropout_prob = attention_probs_dropout_prob
+    self.max_position_embeddings = max_position_embeddings
+    self.type_vocab_size = type_vocab_size
+    self.initializer_range = initializer_range
+
+  @classmethod
+  def from_dict(cls, json_object):
+    """Builds a BertConfig from a dict of parameters."""
+    config = BertConfig(vocab_size=None)
+    for key, value in json_object.items():
+      config.__dict__[key] = value
+    return config
+
+  @classmethod
+  def from_json_file(cls, json_file):
+    """Builds a BertConfig from a json file of parameters."""
+    try:
+      with tf.io.gfile.GFile(json_file, "r") as reader:
+        text = reader.read()
+    except (tf.errors.NotFoundError, IOError) as error:
+      raise ValueError("Cannot read BERT config %s: %s" % (json_file, error))
+    return cls.from_dict(json.loads(text))
+
+  def to_dict(self):
+    """Returns the parameters as a dict."""
+    return copy.deepcopy(self.__dict__)
+
+  def to_json_string(self):
+    """Returns the parameters as a JSON string."""
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+class BertModel(object):
+  """BERT: embeddings, a Transformer encoder and a pooler.
+
+  Variables are created under `scope` (default "bert") with Google's names.
+  """
+
+  def __init__(self,
+               config,
+               is_training,
+               input_ids,
+               input_mask=None,
+               token_type_ids=None,
+               use_one_hot_embeddings=False,
+               scope=None):
+    """Builds the graph.
+
+    Args:
+      config: a BertConfig.
+      is_training: dropout is applied only when True.
+      input_ids: int32/int64 Tensor [batch_size, seq_length].
+      input_mask: optional Tensor [batch_size, seq_length], 1 for real tokens.
+      token_type_ids: optional Tensor [batch_size, seq_length].
+      use_one_hot_embeddings: look up word embeddings by one-hot matmul (the
+        TPU way) instead of a gather; the result is the same.
+      scope: variable scope, "bert" by default.
+    """
+    config = copy.deepcopy(config)
+    if not is_training:
+      config.hidden_dropout_prob = 0.0
+      config.attention_probs_dropout_prob = 0.0
+
+    batch_size, seq_length = get_shape_list(input_ids, expected_rank=2)
+    if input_mask is None:
+      input_mask = tf.ones([batch_size, seq_length], dtype=tf.int32)
+    if token_type_ids is None:
+      token_type_ids = tf.zeros([batch_size, seq_length], dtype=tf.int32)
+
+    with tf1.variable_scope(scope, default_name="bert"):
+      with tf1.variable_scope("embeddings"):
+        (self.word_embedding_output,
+         self.embedding_table) = embedding_lookup(
+             input_ids=input_ids,
+             vocab_size=config.vocab_size,
+             embedding_size=config.hidden_size,
+             initializer_range=config.initializer_range,
+             word_embedding_name="word_embeddings",
+             use_one_hot_embeddings=use_one_hot_embeddings)
+        self.embedding_output = embedding_postprocessor(
+            input_tensor=self.word_embedding_output,
+            token_type_ids=token_type_ids,
+            token_type_vocab_size=config.type_vocab_size,
+            initializer_range=config.initializer_range,
+            max_position_embeddings=config.max_position_embeddings,
+            dropout_prob=config.hidden_dropout_prob)
+
+      with tf1.variable_scope("encoder"):
+        attention_mask = create_attention_mask_from_input_mask(
+            input_ids, input_mask)
+        self.all_encoder_layers = transformer_model(
+            input_tensor=self.embedding_output,
+            attention_mask=attention_mask,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            intermediate_act_fn=get_activation(config.hidden_act),
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            initializer_range=config.initializer_range)
+      self.sequence_output = self.all_encoder_layers[-1]
+
+      with tf1.variable_scope("pooler"):
+        # The pooler sees only the first ([CLS]) token.
+        first_token = tf.squeeze(self.sequence_output[:, 0:1, :], axis=1)
+        self.pooled_output = dense(first_token, config.hidden_size, "dense",
+                                   activation=tf.tanh,
+                                   initializer_range=config.initializer_range)
+
+  def get_pooled_output(self):
+    """[batch_size, hidden_size]: the [CLS] token through dense + tanh."""
+    return self.pooled_output
+
+  def get_sequence_output(self):
+    """[batch_size, seq_length, hidden_size]: the last encoder layer."""
+    return self.sequence_output
+
+  def get_all_encoder_layers(self):
+    """A list of every encoder layer's output."""
+    return self.all_encoder_layers
+
+  def get_embedding_output(self):
+    """The embeddings after LayerNorm and dropout, before the encoder."""
+    return self.embedding_output
+
+  def get_embedding_table(self):
+    """[vocab_size, hidden_size]: the word embedding table."""
+    return self.embedding_table
+
+
+def gelu(x):
+  """GELU, the tanh approximation used by Google's BERT."""
+  cdf = 0.5 * (1.0 + tf.tanh(
+      math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
+  return x * cdf
+
+
+def get_activation(activation_string):
+  """Maps an activation name from a config to a function (None = linear)."""
+  if not isinstance(activation_string, str):
+    return activation_string
+  name = activation_string.lower()
+  if not name or name == "linear":
+    return None
+  activations = {"relu": tf.nn.relu, "gelu": gelu, "tanh": tf.tanh}
+  if name not in activations:
+    raise ValueError("Unsupported activation: %s" % activation_string)
+  return activations[name]
+
+
+def get_assignment_map_from_checkpoint(tvars, init_checkpoint):
+  """Maps the graph's variables to checkpoint variables of the same name.
+
+  Returns (assignment_map, initialized_variable_names), as Google's does;
+  initialized_variable_names holds both `name` and `name:0` keys.
+  """
+  name_to_variable = collections.OrderedDict()
+  for var in tvars:
+    name = re.sub(r":\d+$", "", var.name)
+    name_to_variable[name] = var
+
+  assignment_map = collections.OrderedDict()
+  initialized_variable_names = {}
+  for name, _ in tf.train.list_variables(init_checkpoint):
+    if name not in name_to_variable:
+      continue
+    assignment_map[name] = name
+    initialized_variable_names[name] = 1
+    initialized_variable_names[name + ":0"] = 1
+  return assignment_map, initialized_variable_names
+
+
+def init_from_checkpoint_strict(init_checkpoint, tvars=None):
+  """Initialises every variable in `tvars` from the checkpoint, by name.
+
+  Unlike a plain init_from_checkpoint, a variable that the checkpoint lacks
+  or whose shape differs is an error (ValueError listing them). Returns the
+  sorted list of loaded names.
+  """
+  if tvars is None:
+    tvars = tf1.global_variables()
+  checkpoint_shapes = dict(tf.train.list_variables(init_checkpoint))
+  missing, mismatched, assignment_map = [], [], {}
+  for var in tvars:
+    name = re.sub(r":\d+$", "", var.name)
+    if name not in checkpoint_shapes:
+      missing.append(name)
+    elif list(checkpoint_shapes[name]) != var.shape.as_list():
+      mismatched.append("%s: graph %s, checkpoint %s" % (
+          name, var.shape.as_list(), checkpoint_shapes[name]))
+    else:
+      assignment_map[name] = var
+  if missing or mismatched:
+    raise ValueError(
+        "Checkpoint %s does not match the model.\nMissing: %s\nShape "
+        "mismatch: %s" % (init_checkpoint, missing or "none",
+                          mismatched or "none"))
+  tf1.train.init_from_checkpoint(init_checkpoint, assignment_map)
+  return sorted(assignment_map)
+
+
+def dropout(input_tensor, dropout_prob):
+  """Applies dropout with drop probability `dropout_prob` (0 = identity)."""
+  if dropout_prob is None or dropout_prob == 0.0:
+    return input_tensor
+  return tf.nn.dropout(input_tensor, rate=dropout_prob)
+
+
+def layer_norm(input_tensor, name=None):
+  """Layer normalisation over the last axis, epsilon 1e-12.
+
+  Creates `<name>/beta` and `<name>/gamma` (name defaults to "LayerNorm").
+  """
+  with tf1.variable_scope(name, default_name="LayerNorm"):
+    depth = input_tensor.shape[-1]
+    beta = tf1.get_variable("beta", [depth],
+                            initializer=tf1.zeros_initializer())
+    gamma = tf1.get_variable("gamma", [depth],
+                             initializer=tf1.ones_initializer())
+    mean, variance = tf.nn.moments(input_tensor, [-1], keepdims=True)
+    return tf.nn.batch_normalization(input_tensor, mean, variance, beta,
+                                     gamma, variance_epsilon=1e-12)
+
+
+def layer_norm_and_dropout(input_tensor, dropout_prob, name=None):
+  """LayerNorm followed by dropout."""
+  return dropout(layer_norm(input_tensor, name), dropout_prob)
+
+
+def create_initializer(initializer_range=0.02):
+  """A truncated normal initializer with stddev `initializer_range`."""
+  return tf1.truncated_normal_initializer(stddev=initializer_range)
+
+
+def dense(input_tensor, units, name, activation=None, initializer_range=0.02):
+  """A fully connected layer with `<name>/kernel` [in, out] and `<name>/bias`.
+
+  Works on any rank; the kernel is applied to the last axis.
+  """
+  with tf1.variable_scope(name):
+    kernel = tf1.get_variable(
+        "kernel", [input_tensor.shape[-1], units],
+        initializer=create_initializer(initializer_range))
+    bias = tf1.get_variable("bias", [units],
+                            initializer=tf1.zeros_initializer())
+    if input_tensor.shape.ndims == 2:
+      output = tf.matmul(input_tensor, kernel)
+    else:
+      output = tf.tensordot(input_tensor, kernel, [[-1], [0]])
+    output = tf.nn.bias_add(output, bias)
+    return activation(output) if activation is not None else output
+
+
+def embedding_lookup(input_ids,
+                     vocab_size,
+                     embedding_size=128,
+                     initializer_range=0.02,
+                     word_embedding_name="word_embeddings",
+                     use_one_hot_embeddings=False):
+  """Looks up word embeddings.
+
+  Returns (output [batch_size, seq_length, embedding_size], table).
+  """
+  embedding_table = tf1.get_variable(
+      word_embedding_name, [vocab_size, embedding_size],
+      initializer=create_initializer(initializer_range))
+  if use_one_hot_embeddings:
+    one_hot = tf.one_hot(input_ids, depth=vocab_size)
+    output = tf.tensordot(one_hot, embedding_table, [[-1], [0]])
+  else:
+    output = tf.gather(embedding_table, input_ids)
+  return output, embedding_table
+
+
+def embedding_postprocessor(input_tensor,
+                            token_type_ids,
+                            token_type_vocab_size=16,
+                            initializer_range=0.02,
+                            max_position_embeddings=512,
+                            dropout_prob=0.1):
+  """Adds token-type and position embeddings, then LayerNorm and dropout."""
+  _, seq_length, width = get_shape_list(input_tensor, expected_rank=3)
+  token_type_table = tf1.get_variable(
+      "token_type_embeddings", [token_type_vocab_size, width],
+      initializer=create_initializer(initializer_range))
+  output = input_tensor + tf.gather(token_type_table, token_type_ids)
+
+  position_table = tf1.get_variable(
+      "position_embeddings", [max_position_embeddings, width],
+      initializer=create_initializer(initializer_range))
+  if isinstance(seq_length, int) and seq_length > max_position_embeddings:
+    raise ValueError("Sequence length %d exceeds max_position_embeddings %d"
+                     % (seq_length, max_position_embeddings))
+  positions = tf.slice(position_table, [0, 0], [seq_length, -1])
+  output += tf.expand_dims(positions, 0)
+  return layer_norm_and_dropout(output, dropout_prob)
+
+
+def create_attention_mask_from_input_mask(from_tensor, to_mask):
+  """Returns a float mask [batch_size, from_seq_length, to_seq_length]."""
+  batch_size, from_seq_length = get_shape_list(from_tensor)[:2]
+  to_seq_length = get_shape_list(to_mask, expected_rank=2)[1]
+  to_mask = tf.cast(tf.reshape(to_mask, [batch_size, 1, to_seq_length]),
+                    tf.float32)
+  # Every query position sees the same keys, so broadcasting suffices.
+  return tf.ones([batch_size, from_seq_length, 1], tf.float32) * to_mask
+
+
+def attention_layer(from_tensor,
+                    to_tensor,
+                    attention_mask=None,
+                    num_attention_heads=1,
+                    size_per_head=512,
+                    attention_probs_dropout_prob=0.0,
+                    initializer_range=0.02,
+                    batch_size=None,
+                    from_seq_length=None,
+                    to_seq_length=None):
+  """Multi-head scaled dot-product attention.
+
+  Tensors are 2D [batch_size * seq_length, width] (the encoder keeps them
+  flat so that dense layers are plain matmuls). Creates `query`, `key` and
+  `value` dense layers. Returns [batch_size * from_seq_length,
+  num_attention_heads * size_per_head].
+  """
+  def split_heads(tensor, seq_length):
+    tensor = tf.reshape(tensor, [batch_size, seq_length, num_attention_heads,
+                                 size_per_head])
+    return tf.transpose(tensor, [0, 2, 1, 3])
+
+  width = num_attention_heads * size_per_head
+  query = dense(from_tensor, width, "query",
+                initializer_range=initializer_range)
+  key = dense(to_tensor, width, "key", initializer_range=initializer_range)
+  value = dense(to_tensor, width, "value",
+                initializer_range=initializer_range)
+
+  query = split_heads(query, from_seq_length)
+  key = split_heads(key, to_seq_length)
+  scores = tf.matmul(query, key, transpose_b=True)
+  scores *= 1.0 / math.sqrt(float(size_per_head))
+  if attention_mask is not None:
+    # Masked keys get -10000 before the softmax, so they get ~0 weight.
+    adder = (1.0 - tf.expand_dims(attention_mask, axis=1)) * -10000.0
+    scores += adder
+  probs = dropout(tf.nn.softmax(scores), attention_probs_dropout_prob)
+
+  context = tf.matmul(probs, split_heads(value, to_seq_length))
+  context = tf.transpose(context, [0, 2, 1, 3])
+  return tf.reshape(context, [batch_size * from_seq_length, width])
+
+
+def transformer_model(input_tensor,
+                      attention_mask=None,
+                      hidden_size=768,
+                      num_hidden_layers=12,
+                      num_attention_heads=12,
+                      intermediate_size=3072,
+                      intermediate_act_fn=gelu,
+                      hidden_dropout_prob=0.1,
+                      attention_probs_dropout_prob=0.1,
+                      initializer_range=0.02,
+                      do_return_all_layers=True):
+  """The Transformer encoder of "Attention is All You Need".
+
+  Returns the list of every layer's output [batch, seq, hidden] (or only
+  the last one when do_return_all_layers is False).
+  """
+  if hidden_size % num_attention_heads != 0:
+    raise ValueError("hidden_size (%d) is not a multiple of "
+                     "num_attention_heads (%d)" % (hidden_size,
+                                                   num_attention_heads))
+  size_per_head = hidden_size // num_attention_heads
+  batch_size, seq_length, input_width = get_shape_list(input_tensor,
+                                                       expected_rank=3)
+  if input_width != hidden_size:
+    raise ValueError("Input width (%d) != hidden size (%d)" %
+                     (input_width, hidden_size))
+
+  layer_input = tf.reshape(input_tensor, [-1, hidden_size])
+  all_layer_outputs = []
+  for layer_idx in range(num_hidden_layers):
+    with tf1.variable_scope("layer_%d" % layer_idx):
+      with tf1.variable_scope("attention"):
+        with tf1.variable_scope("self"):
+          attention_output = attention_layer(
+              from_tensor=layer_input,
+              to_tensor=layer_input,
+              attention_mask=attention_mask,
+              num_attention_heads=num_attention_heads,
+              size_per_head=size_per_head,
+              attention_probs_dropout_prob=attention_probs_dropout_prob,
+              initializer_range=initializer_range,
+              batch_size=batch_size,
+              from_seq_length=seq_length,
+              to_seq_length=seq_length)
+        with tf1.variable_scope("output"):
+          attention_output = dense(attention_output, hidden_size, "dense",
+                                   initializer_range=initializer_range)
+          attention_output = dropout(attention_output, hidden_dropout_prob)
+          attention_output = layer_norm(attention_output + layer_input)
+
+      with tf1.variable_scope("intermediate"):
+        intermediate_output = dense(attention_output, intermediate_size,
+                                    "dense", activation=intermediate_act_fn,
+                                    initializer_range=initializer_range)
+      with tf1.variable_scope("output"):
+        layer_output = dense(intermediate_output, hidden_size, "dense",
+                             initializer_range=initializer_range)
+        layer_output = dropout(layer_output, hidden_dropout_prob)
+        layer_output = layer_norm(layer_output + attention_output)
+      layer_input = layer_output
+      all_layer_outputs.append(
+          tf.reshape(layer_output, [batch_size, seq_length, hidden_size]))
+
+  if do_return_all_layers:
+    return all_layer_outputs
+  return all_layer_outputs[-1]
+
+
+def get_shape_list(tensor, expected_rank=None, name=None):
+  """Returns the shape as a list: ints where static, scalar Tensors if not."""
+  if expected_rank is not None:
+    assert_rank(tensor, expected_rank, name)
+  shape = tensor.shape.as_list()
+  dynamic = tf.shape(tensor)
+  return [dim if dim is not None else dynamic[index]
+          for index, dim in enumerate(shape)]
+
+
+def assert_rank(tensor, expected_rank, name=None):
+  """Raises ValueError unless the tensor's rank is (one of) expected_rank."""
+  expected = (set(expected_rank) if isinstance(expected_rank, (list, tuple))
+              else {expected_rank})
+  actual = tensor.shape.ndims
+  if actual not in expected:
+    raise ValueError("Tensor %s has rank %s, expected %s" % (
+        name or tensor.name, actual, sorted(expected)))
+
+
+def gather_indexes(sequence_tensor, positions):
+  """Gathers [batch, seq, width] vectors at positions [batch, n].
+
+  Returns [batch * n, width].
+  """
+  batch_size, seq_length, width = get_shape_list(sequence_tensor,
+                                                 expected_rank=3)
+  offsets = tf.reshape(tf.range(0, batch_size) * seq_length, [-1, 1])
+  flat_positions = tf.reshape(tf.cast(positions, tf.int32) + offsets, [-1])
+  flat_sequence = tf.reshape(sequence_tensor, [batch_size * seq_length, width])
+  return tf.gather(flat_sequence, flat_positions)
+
+
+def masked_lm_logits(bert_config, sequence_output, embedding_table,
+                     positions):
+  """The masked-LM head, computed only at `positions`.
+
+  Creates Google's `cls/predictions/...` variables; the output layer reuses
+  the word embedding table. Returns logits [batch * n, vocab_size].
+  """
+  hidden = gather_indexes(sequence_output, positions)
+  with tf1.variable_scope("cls/predictions"):
+    with tf1.variable_scope("transform"):
+      hidden = dense(hidden, bert_config.hidden_size, "dense",
+                     activation=get_activation(bert_config.hidden_act),
+                     initializer_range=bert_config.initializer_range)
+      hidden = layer_norm(hidden)
+    output_bias = tf1.get_variable("output_bias", [bert_config.vocab_size],
+                                   initializer=tf1.zeros_initializer())
+    logits = tf.matmul(hidden, embedding_table, transpose_b=True)
+    return tf.nn.bias_add(logits, output_bias)
+
+
+def next_sentence_logits(bert_config, pooled_output):
+  """The next-sentence head (`cls/seq_relationship`): logits [batch, 2].
+
+  Label 0 means B follows A; 1 means B is random.
+  """
+  with tf1.variable_scope("cls/seq_relationship"):
+    output_weights = tf1.get_variable(
+        "output_weights", [2, bert_config.hidden_size],
+        initializer=create_initializer(bert_config.initializer_range))
+    output_bias = tf1.get_variable("output_bias", [2],
+                                   initializer=tf1.zeros_initializer())
+    logits = tf.matmul(pooled_output, output_weights, transpose_b=True)
+    return tf.nn.bias_add(logits, output_bias)
+
+
+def count_parameters(variables):
+  """Returns the total number of scalars in `variables`."""
+  return int(sum(np.prod(var.shape.as_list()) for var in variables))
