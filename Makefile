@@ -10,20 +10,27 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 
 .PHONY: setup test demo bench clean check-python mpi
 
 setup: $(STAMP)
-	@$(VENV)/bin/horovodrun --check-build
+	@cat $(VENV)/horovod-check-build.txt
 
 check-python:
 	@$(PYTHON_BOOT) -c 'import sys; v = sys.version_info[:2]; \
 	  sys.exit(0 if (3, 9) <= v <= (3, 11) else \
 	  "Python %d.%d found; TensorFlow 2.15 needs Python 3.9-3.11. Set PYTHON_BOOT=python3.11." % v)'
 
+# Debian packages: OpenMPI for Horovod, a compiler and cmake to build it,
+# shellcheck for the launcher tests. Installed only when missing.
 mpi:
-	@if command -v mpirun >/dev/null 2>&1; then :; \
+	@missing=""; \
+	command -v mpirun >/dev/null 2>&1 || missing="$$missing openmpi-bin libopenmpi-dev"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
+	command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "Installing OpenMPI (openmpi-bin, libopenmpi-dev)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev; \
+	  echo "Installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	else \
-	  echo "mpirun not found. Install it first: sudo apt-get install openmpi-bin libopenmpi-dev"; exit 1; \
+	  echo "Missing system packages. Install them first: sudo apt-get install$$missing"; exit 1; \
 	fi
 
 $(STAMP): requirements.txt | check-python mpi
@@ -32,6 +39,7 @@ $(STAMP): requirements.txt | check-python mpi
 	grep -v '^horovod' requirements.txt > $(VENV)/requirements-base.txt
 	$(PIP) install -q -r $(VENV)/requirements-base.txt
 	$(HOROVOD_ENV) $(PIP) install -q --no-build-isolation $$(grep '^horovod' requirements.txt)
+	$(VENV)/bin/horovodrun --check-build > $(VENV)/horovod-check-build.txt
 	touch $@
 
 test: setup

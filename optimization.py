@@ -1,0 +1,199 @@
+# coding=utf-8
+"""BERT's optimizer: Adam with decoupled weight decay, warmup and linear decay.
+
+create_optimizer() builds the train op used by the trainers. On one machine
+it needs nothing but TensorFlow; with use_horovod=True it imports Horovod,
+averages the gradients over all ranks and scales the learning rate by the
+number of ranks.
+"""
+
+from __future__ import absolute_import
+from __future__ import division
+from __future__ import print_function
+
+import re
+
+import tensorflow as tf
+
+# Weight decay skips these variables (matched with re.search on the name).
+EXCLUDE_FROM_WEIGHT_DECAY = ["LayerNorm", "layer_norm", "bias"]
+
+
+def learning_rate_schedule(init_lr, global_step, num_train_steps,
+                           num_warmup_steps):
+  """Returns the learning rate at `global_step` as a float32 tensor.
+
+  As in Google's BERT: the rate decays linearly from `init_lr` at step 0 to
+  0 at `num_train_steps` (and stays 0 after). During the first
+  `num_warmup_steps` steps it is replaced by a linear warmup
+  init_lr * step / num_warmup_steps, so it starts at 0 and at step
+  `num_warmup_steps` joins the decay line at
+  init_lr * (1 - num_warmup_steps / num_train_steps).
+
+  Args:
+    init_lr: float, the peak learning rate.
+    global_step: int tensor (or int), the current step.
+    num_train_steps: int > 0, where the rate reaches 0.
+    num_warmup_steps: int >= 0, the length of the warmup (0 = none).
+
+  Raises:
+    ValueError: if the step counts are out of range.
+  """
+  if num_train_steps <= 0:
+    raise ValueError("num_train_steps must be positive, got %r." %
+                     num_train_steps)
+  if num_warmup_steps < 0:
+    raise ValueError("num_warmup_steps must not be negative, got %r." %
+                     num_warmup_steps)
+  step = tf.cast(global_step, tf.float32)
+  init_lr = tf.constant(init_lr, dtype=tf.float32)
+  done = tf.minimum(step, float(num_train_steps)) / float(num_train_steps)
+  learning_rate = init_lr * (1.0 - done)
+  if num_warmup_steps:
+    warmup_rate = init_lr * step / float(num_warmup_steps)
+    learning_rate = tf.where(step < float(num_warmup_steps), warmup_rate,
+                             learning_rate)
+  return learning_rate
+
+
+def create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu,
+                     use_horovod=False, scale_learning_rate=True):
+  """Returns the op that does one training step on `loss`.
+
+  The step computes the gradients of all trainable variables (averaged over
+  the Horovod ranks when `use_horovod`), clips them to a global norm of 1.0,
+  applies AdamWeightDecayOptimizer with weight decay 0.01 (not on LayerNorm
+  or bias variables) and then adds 1 to the global step.
+
+  Args:
+    loss: scalar float tensor.
+    init_lr: float, the peak learning rate (see learning_rate_schedule).
+    num_train_steps: int, the step at which the learning rate reaches 0.
+    num_warmup_steps: int, the length of the linear warmup.
+    use_tpu: bool, wrap the optimizer in a CrossShardOptimizer.
+    use_horovod: bool, average gradients over Horovod ranks. The caller must
+      have called hvd.init() and broadcast the initial variables.
+    scale_learning_rate: bool, with Horovod multiply `init_lr` by hvd.size()
+      (the usual recipe). Pass False to keep `init_lr` as given.
+  """
+  global_step = tf.compat.v1.train.get_or_create_global_step()
+  hvd = None
+  if use_horovod:
+    import horovod.tensorflow as hvd  # pylint: disable=g-import-not-at-top
+    if scale_learning_rate:
+      init_lr *= hvd.size()
+
+  learning_rate = learning_rate_schedule(init_lr, global_step, num_train_steps,
+                                         num_warmup_steps)
+  optimizer = AdamWeightDecayOptimizer(
+      learning_rate=learning_rate,
+      weight_decay_rate=0.01,
+      beta_1=0.9,
+      beta_2=0.999,
+      epsilon=1e-6,
+      exclude_from_weight_decay=EXCLUDE_FROM_WEIGHT_DECAY)
+  if use_tpu:
+    optimizer = tf.compat.v1.tpu.CrossShardOptimizer(optimizer)
+  if hvd is not None:
+    # Its compute_gradients() averages the gradients over the ranks.
+    optimizer = hvd.DistributedOptimizer(optimizer)
+
+  tvars = tf.compat.v1.trainable_variables()
+  grads_and_vars = optimizer.compute_gradients(loss, tvars)
+  # Embedding gradients arrive as IndexedSlices, whose norm TensorFlow takes
+  # over the slices, counting a repeated token's rows separately. Made dense,
+  # they are clipped by the true global norm; AdamW needs them dense anyway.
+  grads = [tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices)
+           else grad for grad, _ in grads_and_vars]
+  # Clipping the averaged gradients keeps every rank's update identical.
+  grads, _ = tf.clip_by_global_norm(grads, clip_norm=1.0)
+  update_op = optimizer.apply_gradients(
+      zip(grads, tvars), global_step=global_step)
+
+  # The optimizer leaves the global step alone (as Google's does); count the
+  # step once the update is done, so the learning rate of this step is read
+  # before the increment.
+  with tf.control_dependencies([update_op]):
+    increment_op = global_step.assign_add(1)
+  return tf.group(update_op, increment_op, name="train_op")
+
+
+class AdamWeightDecayOptimizer(tf.compat.v1.train.Optimizer):
+  """Adam with decoupled weight decay, as used to pre-train BERT.
+
+  Like Google's version it has no bias correction of the moments, and the
+  weight decay is added to the Adam update (not to the gradient), so it does
+  not interact with the moment estimates. The moments are variables named
+  `<variable>/adam_m` and `<variable>/adam_v`.
+  """
+
+  def __init__(self,
+               learning_rate,
+               weight_decay_rate=0.0,
+               beta_1=0.9,
+               beta_2=0.999,
+               epsilon=1e-6,
+               exclude_from_weight_decay=None,
+               name="AdamWeightDecayOptimizer"):
+    """Constructs the optimizer; `learning_rate` may be a float or tensor."""
+    super(AdamWeightDecayOptimizer, self).__init__(False, name)
+    self.learning_rate = learning_rate
+    self.weight_decay_rate = weight_decay_rate
+    self.beta_1 = beta_1
+    self.beta_2 = beta_2
+    self.epsilon = epsilon
+    self.exclude_from_weight_decay = exclude_from_weight_decay
+
+  def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+    """Returns an op applying one AdamW update to every (gradient, variable).
+
+    Pairs whose gradient is None are skipped. `global_step` is accepted for
+    the Optimizer interface but not incremented; create_optimizer does that.
+    """
+    del global_step  # Counted by the caller, as in Google's BERT.
+    assignments = []
+    for grad, param in grads_and_vars:
+      if grad is None or param is None:
+        continue
+      if isinstance(grad, tf.IndexedSlices):
+        # Embedding gradients arrive sparse; the moments are dense anyway.
+        grad = tf.convert_to_tensor(grad)
+      param_name = self._get_variable_name(param.name)
+      m = self._moment(param, param_name + "/adam_m")
+      v = self._moment(param, param_name + "/adam_v")
+
+      next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
+      next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+      update = next_m / (tf.sqrt(next_v) + self.epsilon)
+      if self._do_use_weight_decay(param_name):
+        update += self.weight_decay_rate * param
+      next_param = param - self.learning_rate * update
+
+      assignments.extend(
+          [param.assign(next_param), m.assign(next_m), v.assign(next_v)])
+    return tf.group(*assignments, name=name)
+
+  def _moment(self, param, moment_name):
+    """Creates a zero-initialised, non-trainable slot shaped like `param`."""
+    return tf.compat.v1.get_variable(
+        name=moment_name,
+        shape=param.shape.as_list(),
+        dtype=param.dtype.base_dtype,
+        trainable=False,
+        initializer=tf.compat.v1.zeros_initializer())
+
+  def _do_use_weight_decay(self, param_name):
+    """Whether to apply weight decay to the variable named `param_name`."""
+    if not self.weight_decay_rate:
+      return False
+    for pattern in self.exclude_from_weight_decay or ():
+      if re.search(pattern, param_name) is not None:
+        return False
+    return True
+
+  def _get_variable_name(self, param_name):
+    """Returns the variable name without its ":0" output suffix."""
+    match = re.match("^(.*):\\d+$", param_name)
+    if match is not None:
+      param_name = match.group(1)
+    return param_name

@@ -1,0 +1,330 @@
+"""Runs the whole pipeline on the shipped sample dump (`make demo`).
+
+Every stage is called through its own script with command-line flags, as a
+user would call it, and each command line is printed before it runs. The
+results go under --output_dir (demo_output/ by default), ending with
+report.md, report.json and a plot of held-out masked-LM accuracy.
+
+--tiny runs the same chain with tiny models and a few steps; the test suite
+uses it to prove that the stages fit together.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+import command_line
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+flags.DEFINE_string("output_dir", os.path.join(REPO, "demo_output"),
+                    "Where every stage writes its files.")
+flags.DEFINE_string("dump", os.path.join(
+    REPO, "data", "sample", "enwiki-sample-pages-articles.xml.bz2"),
+                    "The Wikipedia XML dump to start from.")
+flags.DEFINE_string("vocab_file", os.path.join(REPO, "data", "sample",
+                                               "vocab.txt"),
+                    "WordPiece vocab learned from the sample "
+                    "(see data/make_vocab.py).")
+flags.DEFINE_bool("tiny", False,
+                  "Tiny models and a few steps: checks the chain, not quality.")
+flags.DEFINE_integer("num_workers", 2, "Processes for the data stages.")
+
+FLAGS = flags.FLAGS
+
+# Sizes for the real demo (about 15 minutes on 2 CPU cores) and --tiny.
+SETTINGS = {
+    "full": dict(
+        split_number=5, max_seq_length=64, max_predictions_per_seq=10,
+        dupe_factor=2,
+        teacher=dict(hidden_size=256, num_hidden_layers=4,
+                     num_attention_heads=4, intermediate_size=1024),
+        student=dict(hidden_size=128, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=512),
+        teacher_steps=1500, teacher_lr=1e-3, teacher_batch=32,
+        student_steps=600, student_lr=1e-3, student_batch=32,
+        eval_every_steps=100, max_eval_steps=50, horovod_steps=20,
+        temperature=2.0, kd_target="renormalized", soft_label_weight=1.0,
+        hard_label_weight=1.0, nsp_loss="soft"),
+    "tiny": dict(
+        split_number=3, max_seq_length=32, max_predictions_per_seq=5,
+        dupe_factor=1,
+        teacher=dict(hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64),
+        student=dict(hidden_size=16, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=32),
+        teacher_steps=6, teacher_lr=1e-3, teacher_batch=8,
+        student_steps=6, student_lr=1e-3, student_batch=8,
+        eval_every_steps=3, max_eval_steps=2, horovod_steps=2,
+        temperature=2.0, kd_target="renormalized", soft_label_weight=1.0,
+        hard_label_weight=1.0, nsp_loss="soft"),
+}
+
+STAGE_SECONDS = {}
+
+
+def run_stage(stage, command, env=None):
+  """Prints a command line, runs it, and adds its wall time to `stage`."""
+  print("\n$ " + " ".join(shlex.quote(str(part)) for part in command),
+        flush=True)
+  start = time.time()
+  subprocess.run([str(part) for part in command], check=True, cwd=REPO,
+                 env=env)
+  STAGE_SECONDS[stage] = STAGE_SECONDS.get(stage, 0.0) + time.time() - start
+
+
+def write_bert_config(path, vocab_size, shape, max_seq_length):
+  """Writes a bert_config.json with the given shape."""
+  config = dict(vocab_size=vocab_size, hidden_act="gelu",
+                hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                max_position_embeddings=max(128, max_seq_length),
+                type_vocab_size=2, initializer_range=0.02, **shape)
+  with open(path, "w") as f:
+    json.dump(config, f, indent=2)
+
+
+def count_lines(path):
+  """Counts the lines of a text file."""
+  with open(path, encoding="utf-8") as f:
+    return sum(1 for _ in f)
+
+
+def read_eval_results(path):
+  """Reads `name = value` lines from an eval_results.txt."""
+  results = {}
+  with open(path) as f:
+    for line in f:
+      name, _, value = line.partition("=")
+      if value:
+        results[name.strip()] = float(value)
+  return results
+
+
+def read_json(path):
+  """Reads a JSON file."""
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_history(path):
+  """Reads eval_history.jsonl into a list of dicts."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def trainer_command(script, settings, config, input_file, eval_file,
+                    output_dir, steps, lr, batch, extra):
+  """Builds a trainer command line."""
+  return [sys.executable, script,
+          "--bert_config_file", config,
+          "--input_file", input_file,
+          "--eval_input_file", eval_file,
+          "--output_dir", output_dir,
+          "--max_seq_length", settings["max_seq_length"],
+          "--max_predictions_per_seq", settings["max_predictions_per_seq"],
+          "--do_train", "True", "--do_eval", "True",
+          "--train_batch_size", batch, "--eval_batch_size", 32,
+          "--learning_rate", lr,
+          "--num_train_steps", steps,
+          "--num_warmup_steps", max(1, steps // 10),
+          "--save_checkpoints_steps", steps,
+          "--max_eval_steps", settings["max_eval_steps"]] + extra
+
+
+def plot_history(path, histories):
+  """Plots held-out masked-LM accuracy against step for each student."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  for label, history in histories.items():
+    steps = [row["global_step"] for row in history]
+    accuracy = [row["masked_lm_accuracy"] for row in history]
+    axes.plot(steps, accuracy, marker="o", label=label)
+  axes.set_xlabel("training step")
+  axes.set_ylabel("held-out masked-LM accuracy")
+  axes.set_title("Distilled vs scratch student (same steps, same shape)")
+  axes.grid(True, alpha=0.3)
+  axes.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+  plt.close(figure)
+
+
+def model_summary(model_dir):
+  """Collects the report's figures for one trained model."""
+  stats = read_json(os.path.join(model_dir, "train_stats.json"))
+  results = read_eval_results(os.path.join(model_dir, "eval_results.txt"))
+  return {
+      "params": stats["params"],
+      "masked_lm_accuracy": results.get("masked_lm_accuracy"),
+      "teacher_top1_agreement": results.get("teacher_top1_agreement"),
+      "next_sentence_accuracy": results.get("next_sentence_accuracy"),
+      "train_seq_per_s": stats["train_seq_per_s"],
+      "train_steps": stats["steps"],
+  }
+
+
+def write_report(out, settings, models, flags_used):
+  """Writes report.json and report.md."""
+  report = dict(models)
+  report["stages"] = {name: round(seconds, 1)
+                      for name, seconds in STAGE_SECONDS.items()}
+  report["settings"] = {
+      key: value for key, value in settings.items()
+      if key not in ("teacher", "student")}
+  report["settings"]["teacher_shape"] = settings["teacher"]
+  report["settings"]["student_shape"] = settings["student"]
+  report["distillation_flags"] = flags_used
+  with open(os.path.join(out, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+
+  lines = ["# Distillation demo report", "",
+           "Held-out metrics are measured on the split kept back from "
+           "training.", "",
+           "| model | params | masked-LM acc. | teacher top-1 agreement | "
+           "next-sentence acc. | train seq/s | steps |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for name in ("teacher", "distilled_student", "scratch_student"):
+    row = models[name]
+    lines.append("| %s | %s | %.4f | %.4f | %.4f | %.1f | %d |" % (
+        name, "{:,}".format(row["params"]), row["masked_lm_accuracy"],
+        row["teacher_top1_agreement"] or 0.0, row["next_sentence_accuracy"],
+        row["train_seq_per_s"], row["train_steps"]))
+  gain = (models["distilled_student"]["masked_lm_accuracy"] -
+          models["scratch_student"]["masked_lm_accuracy"])
+  lines += ["", "Distilled minus scratch held-out masked-LM accuracy: "
+            "%+.4f." % gain, "",
+            "Distillation flags: `%s`" % " ".join(flags_used), "",
+            "## Stage wall times", "", "| stage | seconds |", "| --- | ---: |"]
+  for name, seconds in STAGE_SECONDS.items():
+    lines.append("| %s | %.1f |" % (name, seconds))
+  lines += ["", "![held-out masked-LM accuracy](mlm_accuracy.png)", ""]
+  with open(os.path.join(out, "report.md"), "w") as f:
+    f.write("\n".join(lines))
+  return report
+
+
+def main(_):
+  settings = SETTINGS["tiny" if FLAGS.tiny else "full"]
+  out = FLAGS.output_dir
+  py = sys.executable
+  if os.path.exists(out):
+    shutil.rmtree(out)
+  os.makedirs(out)
+  path = lambda *parts: os.path.join(out, *parts)
+  vocab_size = count_lines(FLAGS.vocab_file)
+
+  # I. Extract Wikipedia.
+  run_stage("extract", ["bash", "extract_wikipedia_for_bert/run_wikiextractor.sh",
+                        FLAGS.dump, path("extracted")])
+  run_stage("extract", [py, "extract_wikipedia_for_bert/extract_jsons.py",
+                        "--folder", path("extracted"),
+                        "--write_file", path("wiki.txt"),
+                        "--num_workers", FLAGS.num_workers])
+
+  # II. Split, keeping the last piece back as held-out data.
+  run_stage("split", [py, "split_text.py", "--read_file", path("wiki.txt"),
+                      "--split_number", settings["split_number"],
+                      "--folder", path("text"), "--name_base", "wiki"])
+  pieces = sorted(os.listdir(path("text")))
+  os.makedirs(path("heldout_text"))
+  shutil.move(path("text", pieces[-1]), path("heldout_text", pieces[-1]))
+
+  # III. Pretraining records.
+  for name, text_dir in (("train", "text"), ("heldout", "heldout_text")):
+    run_stage("create_pretraining_data", [
+        py, "create_pretraining_data.py", "--input_dir", path(text_dir),
+        "--output_dir", path("records"), "--output_base_name", name,
+        "--vocab_file", FLAGS.vocab_file, "--do_lower_case", "True",
+        "--max_seq_length", settings["max_seq_length"],
+        "--max_predictions_per_seq", settings["max_predictions_per_seq"],
+        "--dupe_factor", settings["dupe_factor"],
+        "--num_workers", FLAGS.num_workers])
+
+  # IV. Teacher: pre-trained here from scratch with hard labels only.
+  teacher_config = path("teacher_config.json")
+  student_config = path("student_config.json")
+  write_bert_config(teacher_config, vocab_size, settings["teacher"],
+                    settings["max_seq_length"])
+  write_bert_config(student_config, vocab_size, settings["student"],
+                    settings["max_seq_length"])
+  run_stage("teacher_pretraining", trainer_command(
+      "network_distillation_single_machine_truncated.py", settings,
+      teacher_config, path("records", "train_*.tfrecord"),
+      path("records", "heldout_*.tfrecord"), path("teacher"),
+      settings["teacher_steps"], settings["teacher_lr"],
+      settings["teacher_batch"],
+      ["--soft_label_weight", 0, "--hard_label_weight", 1,
+       "--nsp_loss", "hard"]))
+
+  # V. Teacher labels, top-10.
+  teacher_checkpoint = path("teacher", "model.ckpt-%d" %
+                            settings["teacher_steps"])
+  for name in ("train", "heldout"):
+    run_stage("teacher_labels", [
+        py, "produce_teacher_labels.py",
+        "--bert_config_file", teacher_config,
+        "--input_file", path("records", name + "_*.tfrecord"),
+        "--output_file", path("labels", name + ".tfrecord"),
+        "--truncation_factor", 10,
+        "--init_checkpoint", teacher_checkpoint,
+        "--max_seq_length", settings["max_seq_length"],
+        "--max_predictions_per_seq", settings["max_predictions_per_seq"]])
+
+  # VI. Students: distilled, and the same shape from scratch.
+  distill_flags = [
+      "--truncation_factor", "10",
+      "--temperature", str(settings["temperature"]),
+      "--kd_target", settings["kd_target"],
+      "--soft_label_weight", str(settings["soft_label_weight"]),
+      "--hard_label_weight", str(settings["hard_label_weight"]),
+      "--nsp_loss", settings["nsp_loss"]]
+  student_runs = {
+      "distilled_student": distill_flags,
+      "scratch_student": ["--truncation_factor", "10",
+                          "--soft_label_weight", "0",
+                          "--hard_label_weight", "1", "--nsp_loss", "hard"],
+  }
+  for name, extra in student_runs.items():
+    run_stage(name, trainer_command(
+        "network_distillation_single_machine_truncated.py", settings,
+        student_config, path("labels", "train.tfrecord"),
+        path("labels", "heldout.tfrecord"), path(name),
+        settings["student_steps"], settings["student_lr"],
+        settings["student_batch"],
+        extra + ["--eval_every_steps", settings["eval_every_steps"]]))
+
+  # VII. The same distillation, briefly, under Horovod on 2 CPU processes.
+  run_stage("distributed_distillation", [
+      os.path.join(os.path.dirname(py), "horovodrun"), "-np", 2,
+      "-H", "localhost:2", "--gloo"] + trainer_command(
+          "network_distillation_distributed_truncated.py", settings,
+          student_config, path("labels", "train.tfrecord"),
+          path("labels", "heldout.tfrecord"), path("distributed_student"),
+          settings["horovod_steps"], settings["student_lr"],
+          settings["student_batch"], distill_flags))
+
+  # Report.
+  start = time.time()
+  models = {name: model_summary(path(name)) for name in
+            ("teacher", "distilled_student", "scratch_student")}
+  plot_history(path("mlm_accuracy.png"), {
+      "distilled": read_history(path("distilled_student",
+                                     "eval_history.jsonl")),
+      "scratch": read_history(path("scratch_student", "eval_history.jsonl"))})
+  STAGE_SECONDS["report"] = time.time() - start
+  write_report(out, settings, models, distill_flags)
+  print("\n" + open(path("report.md")).read())
+
+
+if __name__ == "__main__":
+  command_line.run(main)

@@ -1,0 +1,108 @@
+"""Two-process Horovod runs of create_optimizer(..., use_horovod=True).
+
+The same job (tests/horovod_optimizer_job.py) is launched with horovodrun
+over Gloo and with OpenMPI's mpirun, on localhost only. After one step the
+two ranks must hold identical variables, equal to a numpy AdamW step on the
+averaged, clipped gradients with the learning rate scaled by 2.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import CHILD_ENV
+from conftest import REPO
+
+JOB = os.path.join(REPO, "tests", "horovod_optimizer_job.py")
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+TIMEOUT_SECONDS = 300
+# Values from the job and from optimization.create_optimizer.
+INIT_LR, NUM_TRAIN_STEPS = 0.01, 10
+WEIGHT_DECAY, BETA_1, BETA_2, EPSILON = 0.01, 0.9, 0.999, 1e-6
+
+
+def _run(command, output_dir):
+  """Runs a launcher command; returns the two ranks' saved arrays."""
+  result = subprocess.run(command, cwd=REPO, env=CHILD_ENV,
+                          capture_output=True, text=True,
+                          timeout=TIMEOUT_SECONDS)
+  if result.returncode != 0:
+    raise AssertionError("%s failed (%d):\nSTDOUT:\n%s\nSTDERR:\n%s" % (
+        " ".join(command), result.returncode, result.stdout[-4000:],
+        result.stderr[-8000:]))
+  ranks = []
+  for rank in range(2):
+    with np.load(os.path.join(output_dir, "rank_%d.npz" % rank)) as data:
+      ranks.append(dict(data))
+  return ranks
+
+
+def _expected_after(ranks):
+  """One AdamW step (no bias correction) on the mean of the local grads."""
+  names = sorted(key[len("grad/"):] for key in ranks[0]
+                 if key.startswith("grad/"))
+  grads = {name: (ranks[0]["grad/" + name] + ranks[1]["grad/" + name]) / 2.0
+           for name in names}
+  global_norm = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2)
+                            for g in grads.values()))
+  scale = 1.0 / max(global_norm, 1.0)
+  learning_rate = INIT_LR * 2  # Scaled by hvd.size(); step 0, no warmup.
+  expected = {}
+  for name in names:
+    grad = grads[name] * scale
+    param = ranks[0]["before/" + name].astype(np.float64)
+    m = (1 - BETA_1) * grad
+    v = (1 - BETA_2) * grad * grad
+    update = m / (np.sqrt(v) + EPSILON)
+    if "LayerNorm" not in name and "bias" not in name:
+      update += WEIGHT_DECAY * param
+    expected[name] = param - learning_rate * update
+  return expected
+
+
+def _check(ranks):
+  assert int(ranks[0]["size"]) == 2 and int(ranks[1]["size"]) == 2
+  assert int(ranks[0]["step"]) == 1 and int(ranks[1]["step"]) == 1
+  expected = _expected_after(ranks)
+  for name, value in expected.items():
+    # The broadcast made both ranks start from rank 0's values...
+    np.testing.assert_array_equal(ranks[0]["before/" + name],
+                                  ranks[1]["before/" + name], err_msg=name)
+    # ...and their data differ, so only averaging keeps them equal.
+    assert not np.allclose(ranks[0]["grad/" + name],
+                           ranks[1]["grad/" + name]), name
+    np.testing.assert_array_equal(ranks[0]["after/" + name],
+                                  ranks[1]["after/" + name], err_msg=name)
+    np.testing.assert_allclose(ranks[0]["after/" + name], value, rtol=1e-5,
+                               atol=1e-6, err_msg=name)
+
+
+@pytest.mark.skipif(not os.path.exists(HOROVODRUN),
+                    reason="horovodrun not installed; run `make setup`")
+def test_horovodrun_gloo_two_ranks(tmp_path):
+  command = [HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo",
+             "--network-interface", "lo", sys.executable, JOB, str(tmp_path)]
+  _check(_run(command, str(tmp_path)))
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None,
+                    reason="mpirun not installed; run `make setup`")
+def test_mpirun_two_ranks(tmp_path):
+  command = ["mpirun", "-np", "2", "-H", "localhost:2", "--oversubscribe",
+             "-bind-to", "none", "-map-by", "slot",
+             # Loopback only, and no shared-memory single copy (it needs
+             # ptrace rights that containers often lack).
+             "--mca", "btl_tcp_if_include", "lo",
+             "--mca", "oob_tcp_if_include", "lo",
+             "--mca", "btl_vader_single_copy_mechanism", "none"]
+  if os.geteuid() == 0:
+    command.append("--allow-run-as-root")
+  for name in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL",
+               "AWS_EC2_METADATA_DISABLED", "PATH"):
+    command += ["-x", name]
+  command += [sys.executable, JOB, str(tmp_path)]
+  _check(_run(command, str(tmp_path)))
