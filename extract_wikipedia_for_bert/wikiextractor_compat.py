@@ -1,0 +1,108 @@
+# coding=utf-8
+"""Runs WikiExtractor from the `wikiextractor` PyPI package (3.0.6) with fixes.
+
+Takes the same arguments as `python -m wikiextractor.WikiExtractor`:
+
+  python extract_wikipedia_for_bert/wikiextractor_compat.py DUMP.xml.bz2 \\
+      --json -o extracted --processes 2 --bytes 100M
+
+The installed package is not edited. Three small runtime patches fix bugs of
+3.0.6 that break our use of it:
+
+1. It does not import on Python 3.11. Two regular expressions in
+   wikiextractor/extract.py put the global flag `(?i)` in the middle of the
+   pattern. Python 3.6-3.10 accepted that (with a DeprecationWarning) and
+   applied the flag to the whole pattern; Python 3.11 raises `re.error: global
+   flags not at the start of the expression`. While wikiextractor is imported,
+   re.compile moves such a flag to the start of its pattern, which is exactly
+   what Python <= 3.10 did. Other patterns are compiled untouched and
+   re.compile is restored right after the import.
+2. The last article of the dump is missing from the output files (upstream
+   issue #284): the writer runs in a child process that exits without closing
+   its last file, so the file's write buffer is lost. We close it.
+3. `--compress` crashes (str written to a binary bz2 file) and then hangs. We
+   encode the text as UTF-8 before it reaches the bz2 file.
+
+Fixes 2 and 3 are applied to version 3.0.6 only (the version pinned in
+requirements.txt); later versions rewrote the code they patch.
+"""
+
+import re
+import sys
+
+# The release whose writer process fixes 2 and 3 are written for.
+PATCHED_VERSION = "3.0.6"
+
+_INLINE_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+
+
+def compile_with_leading_flags(original_compile):
+  """Wraps re.compile to accept global flags in the middle of a pattern."""
+
+  def patched_compile(pattern, flags=0):
+    try:
+      return original_compile(pattern, flags)
+    except re.error as error:
+      if (not isinstance(pattern, str) or
+          "global flags not at the start" not in str(error)):
+        raise
+      letters = "".join(_INLINE_GLOBAL_FLAGS.findall(pattern))
+      moved = "(?%s)%s" % (letters, _INLINE_GLOBAL_FLAGS.sub("", pattern))
+      return original_compile(moved, flags)
+
+  return patched_compile
+
+
+def close_output_when_done(reduce_process):
+  """Wraps reduce_process so the child process flushes its last file."""
+
+  def patched_reduce_process(output_queue, output):
+    try:
+      reduce_process(output_queue, output)
+    finally:
+      if output is not sys.stdout:
+        output.close()
+
+  return patched_reduce_process
+
+
+def encode_when_compressing(write):
+  """Wraps OutputSplitter.write so bz2 output receives bytes, not str."""
+
+  def patched_write(self, data):
+    if self.compress and isinstance(data, str):
+      data = data.encode("utf-8")
+    return write(self, data)
+
+  return patched_write
+
+
+def import_wikiextractor():
+  """Imports wikiextractor.WikiExtractor with the fixes applied."""
+  original_compile = re.compile
+  re.compile = compile_with_leading_flags(original_compile)
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from wikiextractor import WikiExtractor
+  finally:
+    re.compile = original_compile
+  if WikiExtractor.__version__ != PATCHED_VERSION:
+    return WikiExtractor
+  # process_dump looks these up by name when it runs, so replacing the module
+  # attributes is enough. Forked workers inherit the patched module.
+  WikiExtractor.reduce_process = close_output_when_done(
+      WikiExtractor.reduce_process)
+  WikiExtractor.OutputSplitter.write = encode_when_compressing(
+      WikiExtractor.OutputSplitter.write)
+  return WikiExtractor
+
+
+def main():
+  """Runs WikiExtractor's command line (arguments come from sys.argv)."""
+  wiki_extractor = import_wikiextractor()
+  sys.argv[0] = "WikiExtractor.py"
+  wiki_extractor.main()
+
+
+if __name__ == "__main__":
+  main()
