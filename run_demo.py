@@ -146,7 +146,7 @@ def plot_history(path, histories):
   import matplotlib.pyplot as plt
   figure, axes = plt.subplots(figsize=(7, 4.5))
   for label, history in histories.items():
-    steps = [row["global_step"] for row in history]
+    steps = [row["step"] for row in history]
     accuracy = [row["masked_lm_accuracy"] for row in history]
     axes.plot(steps, accuracy, marker="o", label=label)
   axes.set_xlabel("training step")
@@ -279,6 +279,20 @@ def main(_):
         "--init_checkpoint", teacher_checkpoint,
         "--max_seq_length", settings["max_seq_length"],
         "--max_predictions_per_seq", settings["max_predictions_per_seq"]])
+
+  # The teacher's own held-out figures, on the labelled records: its
+  # agreement with its stored labels checks the labelling stage.
+  run_stage("teacher_eval", [
+      py, "network_distillation_single_machine_truncated.py",
+      "--bert_config_file", teacher_config,
+      "--input_file", path("labels", "heldout.tfrecord"),
+      "--eval_input_file", path("labels", "heldout.tfrecord"),
+      "--output_dir", path("teacher"), "--do_train", "False",
+      "--do_eval", "True", "--truncation_factor", 10,
+      "--max_seq_length", settings["max_seq_length"],
+      "--max_predictions_per_seq", settings["max_predictions_per_seq"],
+      "--eval_batch_size", 32, "--max_eval_steps", settings["max_eval_steps"],
+      "--soft_label_weight", 0, "--hard_label_weight", 1])
 
   # VI. Students: distilled, and the same shape from scratch.
   distill_flags = [

@@ -1,0 +1,69 @@
+"""The whole pipeline, chained through each stage's script, with tiny sizes.
+
+This is `make demo` scaled down (run_demo.py --tiny): it proves that each
+stage reads what the previous one wrote, and that the report is complete.
+"""
+
+import json
+import math
+import os
+import struct
+
+from conftest import REPO, run_script
+
+STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
+          "teacher_labels", "teacher_eval", "distilled_student", "scratch_student",
+          "distributed_distillation", "report")
+MODEL_KEYS = ("params", "masked_lm_accuracy", "teacher_top1_agreement",
+              "next_sentence_accuracy", "train_seq_per_s")
+
+
+def png_size(path):
+  """Returns (width, height) read from a PNG header."""
+  with open(path, "rb") as f:
+    header = f.read(24)
+  assert header[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+  return struct.unpack(">II", header[16:24])
+
+
+def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
+  out = tmp_path / "demo"
+  result = run_script("run_demo.py", "--tiny", "--output_dir", out,
+                      timeout=900)
+  # Each stage's command line is printed before it runs.
+  for script in ("run_wikiextractor.sh", "extract_jsons.py", "split_text.py",
+                 "create_pretraining_data.py", "produce_teacher_labels.py",
+                 "network_distillation_single_machine_truncated.py",
+                 "network_distillation_distributed_truncated.py"):
+    assert "$ " in result.stdout and script in result.stdout, script
+
+  report = json.loads((out / "report.json").read_text())
+  assert set(STAGES) <= set(report["stages"]), report["stages"]
+  assert all(seconds >= 0 for seconds in report["stages"].values())
+  params = {}
+  for model in ("teacher", "distilled_student", "scratch_student"):
+    row = report[model]
+    assert set(MODEL_KEYS) <= set(row), (model, row)
+    for key in ("masked_lm_accuracy", "teacher_top1_agreement",
+                "next_sentence_accuracy"):
+      assert 0.0 <= row[key] <= 1.0, (model, key, row[key])
+    assert row["train_seq_per_s"] > 0 and not math.isnan(
+        row["train_seq_per_s"])
+    params[model] = row["params"]
+  # The teacher agrees with the labels it wrote itself.
+  assert report["teacher"]["teacher_top1_agreement"] > 0.95
+  # The students share one shape, smaller than the teacher's.
+  assert params["distilled_student"] == params["scratch_student"]
+  assert params["distilled_student"] < params["teacher"]
+
+  markdown = (out / "report.md").read_text()
+  for model in ("teacher", "distilled_student", "scratch_student"):
+    assert model in markdown
+  width, height = png_size(out / "mlm_accuracy.png")
+  assert width > 100 and height > 100
+
+  # The held-out piece never reaches training.
+  heldout = os.listdir(out / "heldout_text")
+  assert len(heldout) == 1 and heldout[0] not in os.listdir(out / "text")
+  # Horovod's rank 1 left nothing behind.
+  assert not (out / "distributed_student" / "1").exists()
