@@ -45,6 +45,9 @@ $(STAMP): requirements.txt | check-python mpi
 test: setup
 	$(PY) -m pytest -q tests/
 
+demo: setup
+	$(PY) run_demo.py --output_dir demo_output
+
 bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_teacher.py

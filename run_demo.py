@@ -136,7 +136,8 @@ def trainer_command(script, settings, config, input_file, eval_file,
           "--num_train_steps", steps,
           "--num_warmup_steps", max(1, steps // 10),
           "--save_checkpoints_steps", steps,
-          "--max_eval_steps", settings["max_eval_steps"]] + extra
+          "--max_eval_steps", settings["max_eval_steps"],
+          "--iterations_per_loop", max(1, steps // 10)] + extra
 
 
 def plot_history(path, histories):

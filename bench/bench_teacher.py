@@ -1,0 +1,298 @@
+# coding=utf-8
+"""Benchmarks produce_teacher_labels.py with a BERT-Base shaped teacher.
+
+The teacher has BERT-Base's shape (12 layers, hidden 768, 12 heads,
+intermediate 3072, vocab 30522) and random weights, saved as a checkpoint in
+a temporary folder. Inputs are random full-length records (seq 128, 20
+masked positions). Everything runs on the CPU. Rows of the table:
+
+  * float32 GEMM peak: the best of a few large tf.matmul runs, with the same
+    thread settings as the script (produce_teacher_labels.session_config);
+    the achieved fraction of it is given by wall time and, as a check on a
+    shared machine, by process CPU time (FLOP per CPU second of the model
+    over FLOP per CPU second of the matmul);
+  * forward only: the teacher graph of the script (model, heads, top-k) on a
+    batch held in the graph, no input pipeline, no serialization, no I/O;
+  * forward only with XLA: the same graph compiled as --use_xla does;
+  * forward + serialization: the same plus the in-graph encoding of the
+    output records, still without I/O;
+  * end to end: produce_teacher_labels.py itself for k = 10 and k = 100, the
+    throughput it logs after its first batch (the first batch carries the
+    one-off graph optimisation, as the warm-up run does for forward only),
+    the same per second of the process's CPU time (from its log), and the
+    wall time of the whole process including start-up;
+  * bytes per output record (TFRecord framing included) for k = 10 and 100.
+
+FLOPs per sequence are computed from the config (a multiply-add is 2 FLOPs).
+
+  .venv/bin/python bench/bench_teacher.py [--num_sequences 128]
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import command_line  # pylint: disable=g-import-not-at-top
+import modeling  # pylint: disable=g-import-not-at-top
+import produce_teacher_labels  # pylint: disable=g-import-not-at-top
+import record_format  # pylint: disable=g-import-not-at-top
+
+tf1 = tf.compat.v1
+
+flags.DEFINE_integer("num_sequences", 128,
+                     "Records labelled by each end-to-end run.")
+flags.DEFINE_integer("forward_batches", 3,
+                     "Timed batches of the forward-only rows (after one "
+                     "warm-up batch).")
+flags.DEFINE_integer("gemm_size", 4096, "n of the n x n x n peak matmul.")
+flags.DEFINE_string("work_dir", None,
+                    "Scratch folder (default: a temp folder, removed after).")
+
+FLAGS = flags.FLAGS
+
+SEQ_LENGTH = 128
+PREDICTIONS = 20
+BENCH_BATCH_SIZE = 32
+TOP_KS = (10, 100)
+
+BERT_BASE = {
+    "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "intermediate_size": 3072,
+    "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512,
+    "type_vocab_size": 2, "initializer_range": 0.02,
+}
+
+CHILD_ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+                 PYTHONPATH=REPO)
+
+
+def forward_flops(config, seq_length, predictions):
+  """FLOPs of one sequence's teacher forward pass, heads included."""
+  hidden, inner = config.hidden_size, config.intermediate_size
+  per_layer = (2 * seq_length * hidden * 3 * hidden      # query, key, value
+               + 2 * 2 * seq_length * seq_length * hidden  # scores, context
+               + 2 * seq_length * hidden * hidden        # attention output
+               + 2 * 2 * seq_length * hidden * inner)    # feed-forward
+  heads = (2 * hidden * hidden + 2 * hidden * 2          # pooler, next sent.
+           + predictions * (2 * hidden * hidden          # MLM transform
+                            + 2 * hidden * config.vocab_size))
+  return config.num_hidden_layers * per_layer + heads
+
+
+def save_random_teacher(config, prefix):
+  """Saves randomly initialised BERT + heads as a Google-format checkpoint."""
+  with tf.Graph().as_default():
+    input_ids = tf1.placeholder(tf.int32, [None, SEQ_LENGTH])
+    positions = tf1.placeholder(tf.int32, [None, PREDICTIONS])
+    model = modeling.BertModel(config, False, input_ids)
+    modeling.masked_lm_logits(config, model.get_sequence_output(),
+                              model.get_embedding_table(), positions)
+    modeling.next_sentence_logits(config, model.get_pooled_output())
+    with tf1.Session() as sess:
+      sess.run(tf1.global_variables_initializer())
+      tf1.train.Saver().save(sess, prefix)
+
+
+def random_records(count, vocab_size, seed=0):
+  """Serialized full-length pretraining records with random tokens."""
+  rng = np.random.RandomState(seed)
+  records = []
+  for _ in range(count):
+    input_ids = rng.randint(5, vocab_size, size=SEQ_LENGTH)
+    input_ids[0], input_ids[-1] = 2, 3
+    positions = np.sort(rng.choice(np.arange(1, SEQ_LENGTH - 1), PREDICTIONS,
+                                   replace=False))
+    example = record_format.make_pretraining_example(
+        input_ids=input_ids, input_mask=[1] * SEQ_LENGTH,
+        segment_ids=[0] * (SEQ_LENGTH // 2) + [1] * (SEQ_LENGTH // 2),
+        masked_lm_positions=positions, masked_lm_ids=input_ids[positions],
+        masked_lm_weights=[1.0] * PREDICTIONS,
+        next_sentence_label=int(rng.randint(2)))
+    records.append(example.SerializeToString())
+  return records
+
+
+def timed_runs(sess, fetch, runs):
+  """Runs `fetch` once to warm up, then `runs` times.
+
+  Returns (wall seconds of each run, process CPU seconds of all runs). The
+  CPU time is less disturbed by other jobs on a shared machine.
+  """
+  sess.run(fetch)
+  seconds = []
+  cpu_start = time.process_time()
+  for _ in range(runs):
+    start = time.time()
+    sess.run(fetch)
+    seconds.append(time.time() - start)
+  return seconds, time.process_time() - cpu_start
+
+
+def measure_gemm_peak(size, runs=5):
+  """float32 GEMM speed: (FLOP/s of the best run, FLOP per CPU second)."""
+  with tf.Graph().as_default():
+    left = tf.Variable(tf.random.normal([size, size]))
+    right = tf.Variable(tf.random.normal([size, size]))
+    # Reduce to a scalar so that fetching costs nothing.
+    product = tf.reduce_sum(tf.matmul(left, right)[:1, :1])
+    config = produce_teacher_labels.session_config(0, 1, False)
+    with tf1.Session(config=config) as sess:
+      sess.run(tf1.global_variables_initializer())
+      seconds, cpu_seconds = timed_runs(sess, product, runs)
+  flops = 2.0 * size ** 3
+  return flops / min(seconds), flops * runs / cpu_seconds
+
+
+def measure_forward(config, checkpoint, records, batches, serialize=False,
+                    use_xla=False):
+  """Sequences/s of the script's teacher graph on a batch held in the graph.
+
+  With serialize=True the output records are encoded too (still no I/O).
+  use_xla compiles the teacher as --use_xla does. Returns (sequences/s,
+  sequences per CPU second).
+  """
+  with tf.Graph().as_default():
+    spec = record_format.pretraining_feature_spec(SEQ_LENGTH, PREDICTIONS)
+    raw = tf.constant(records[:BENCH_BATCH_SIZE])
+    features = tf.io.parse_example(raw, spec)
+    scope = (tf.xla.experimental.jit_scope() if use_xla
+             else contextlib.nullcontext())
+    with scope:
+      labels = produce_teacher_labels.teacher_labels(config, features,
+                                                     TOP_KS[0])
+    if serialize:
+      fetch = produce_teacher_labels.encode_records(raw, labels)
+    else:
+      fetch = labels
+    produce_teacher_labels.load_teacher(checkpoint)
+    session_config = produce_teacher_labels.session_config(0, 1, use_xla)
+    with tf1.Session(config=session_config) as sess:
+      sess.run(tf1.global_variables_initializer())
+      seconds, cpu_seconds = timed_runs(sess, fetch, batches)
+  sequences = BENCH_BATCH_SIZE * batches
+  return sequences / sum(seconds), sequences / cpu_seconds
+
+
+def run_end_to_end(work_dir, config_file, checkpoint, input_file, k):
+  """Runs produce_teacher_labels.py; returns its throughput and output size."""
+  output_file = os.path.join(work_dir, "labels-k%d.tfrecord" % k)
+  command = [sys.executable, os.path.join(REPO, "produce_teacher_labels.py"),
+             "--bert_config_file", config_file,
+             "--init_checkpoint", checkpoint,
+             "--input_file", input_file, "--output_file", output_file,
+             "--truncation_factor", str(k),
+             "--max_seq_length", str(SEQ_LENGTH),
+             "--max_predictions_per_seq", str(PREDICTIONS),
+             "--batch_size", str(BENCH_BATCH_SIZE)]
+  start = time.time()
+  result = subprocess.run(command, env=CHILD_ENV, capture_output=True,
+                          text=True)
+  wall = time.time() - start
+  if result.returncode != 0:
+    raise RuntimeError("produce_teacher_labels.py failed:\n%s" %
+                       result.stderr[-4000:])
+  match = re.search(r"Labelled (\d+) records, \d+ written in ([\d.]+) s: "
+                    r"([\d.]+) sequences/s \(after the first batch: "
+                    r"([\d.]+) sequences/s, ([\d.]+) per CPU second",
+                    result.stderr)
+  count = int(match.group(1))
+  return dict(count=count, loop_seconds=float(match.group(2)),
+              overall=float(match.group(3)), steady=float(match.group(4)),
+              steady_per_cpu=float(match.group(5)), wall=wall,
+              bytes_per_record=os.path.getsize(output_file) / count)
+
+
+def main(_):
+  tf1.logging.set_verbosity(tf1.logging.WARN)
+  work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_teacher_")
+  os.makedirs(work_dir, exist_ok=True)
+  try:
+    config = modeling.BertConfig.from_dict(BERT_BASE)
+    config_file = os.path.join(work_dir, "bert_config.json")
+    with open(config_file, "w") as f:
+      f.write(config.to_json_string())
+    checkpoint = os.path.join(work_dir, "bert_model.ckpt")
+    save_random_teacher(config, checkpoint)
+    records = random_records(FLAGS.num_sequences, config.vocab_size)
+    input_file = os.path.join(work_dir, "pretraining.tfrecord")
+    with tf.io.TFRecordWriter(input_file) as writer:
+      for record in records:
+        writer.write(record)
+    input_bytes = os.path.getsize(input_file) / len(records)
+
+    flops = forward_flops(config, SEQ_LENGTH, PREDICTIONS)
+    load_before = os.getloadavg()[0]
+    peak, peak_per_cpu = measure_gemm_peak(FLAGS.gemm_size)
+    forward, forward_per_cpu = measure_forward(
+        config, checkpoint, records, FLAGS.forward_batches)
+    serialized, serialized_per_cpu = measure_forward(
+        config, checkpoint, records, FLAGS.forward_batches, serialize=True)
+    xla, xla_per_cpu = measure_forward(
+        config, checkpoint, records, FLAGS.forward_batches, use_xla=True)
+    runs = {k: run_end_to_end(work_dir, config_file, checkpoint, input_file,
+                              k) for k in TOP_KS}
+    load_after = os.getloadavg()[0]
+  finally:
+    if not FLAGS.work_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+
+  threads = produce_teacher_labels.session_config(
+      0, 1, False).intra_op_parallelism_threads
+  print("\nTeacher labels, BERT-Base shape, seq %d, %d predictions, CPU, "
+        "%d intra-op threads, batch %d" % (SEQ_LENGTH, PREDICTIONS, threads,
+                                           BENCH_BATCH_SIZE))
+  print("FLOPs per sequence (forward + heads at %d positions): %.2f GFLOP" %
+        (PREDICTIONS, flops / 1e9))
+  print("1-minute load average: %.1f before, %.1f after (%d cores)" % (
+      load_before, load_after, os.cpu_count()))
+  print("%-48s %14s %12s" % ("row", "value", "ratio"))
+
+  def row(name, value, ratio=""):
+    print("%-48s %14s %12s" % (name, value, ratio))
+
+  row("float32 GEMM peak (%d^3 matmul, best of 5)" % FLAGS.gemm_size,
+      "%.1f GFLOP/s" % (peak / 1e9))
+  row("forward only (model + heads + top-k)", "%.2f seq/s" % forward,
+      "%.0f%% of peak" % (100.0 * forward * flops / peak))
+  row("  same, by process CPU time", "%.2f seq/cpu-s" % forward_per_cpu,
+      "%.0f%% of peak" % (100.0 * forward_per_cpu * flops / peak_per_cpu))
+  row("forward only, XLA (--use_xla)", "%.2f seq/s" % xla,
+      "%.0f%% of peak" % (100.0 * xla * flops / peak))
+  row("  same, by process CPU time", "%.2f seq/cpu-s" % xla_per_cpu,
+      "%.0f%% of peak" % (100.0 * xla_per_cpu * flops / peak_per_cpu))
+  row("forward + in-graph serialization (k=10)", "%.2f seq/s" % serialized,
+      "%.0f%% of fwd" % (100.0 * serialized / forward))
+  row("  same, by process CPU time", "%.2f seq/cpu-s" % serialized_per_cpu,
+      "%.0f%% of fwd" % (100.0 * serialized_per_cpu / forward_per_cpu))
+  for k in TOP_KS:
+    run = runs[k]
+    row("end to end k=%d, after first batch" % k,
+        "%.2f seq/s" % run["steady"],
+        "%.0f%% of fwd" % (100.0 * run["steady"] / forward))
+    row("  same, by process CPU time", "%.2f seq/cpu-s" %
+        run["steady_per_cpu"], "%.0f%% of fwd" % (
+            100.0 * run["steady_per_cpu"] / forward_per_cpu))
+    row("end to end k=%d, whole loop (%d records)" % (k, run["count"]),
+        "%.2f seq/s" % run["overall"],
+        "%.0f%% of fwd" % (100.0 * run["overall"] / forward))
+    row("end to end k=%d, process wall time" % k, "%.1f s" % run["wall"])
+  row("bytes per input record", "%.0f" % input_bytes)
+  for k in TOP_KS:
+    row("bytes per output record k=%d" % k,
+        "%.0f" % runs[k]["bytes_per_record"])
+
+
+if __name__ == "__main__":
+  command_line.run(main)
