@@ -1,0 +1,190 @@
+# coding=utf-8
+"""Benchmarks student training on CPU; prints a table of sequences/s.
+
+Students: 6 layers / hidden 768 (DistilBERT's shape) and 4 layers / hidden
+256, both with BERT's 30,522-token vocab, --max_seq_length 128,
+--max_predictions_per_seq 20 and top-10 teacher labels (random, written by
+this script; the numbers do not depend on the label values).
+
+Setups, all with the same global batch (--batch sequences per step):
+  * one process, TensorFlow's default thread pools;
+  * one process limited to 2 threads (TF_NUM_INTRAOP_THREADS=2,
+    TF_NUM_INTEROP_THREADS=2, OMP_NUM_THREADS=2);
+  * two Horovod processes (horovodrun --gloo on localhost) with 1 thread
+    each, each on half the batch.
+
+Each run is the real trainer script; the rate is its own measurement
+(train_stats.json: the steps after the first two, so graph building and
+warm-up are left out; global sequences per second).
+
+  .venv/bin/python bench/bench_train.py [--batch 8] [--timed_steps 3]
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import flags
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import command_line  # pylint: disable=g-import-not-at-top
+
+flags.DEFINE_integer("batch", 8, "Global batch size (sequences per step).")
+flags.DEFINE_integer("timed_steps", 3,
+                     "Steps timed per run, after 2 warm-up steps.")
+flags.DEFINE_string("students", "6x768,4x256",
+                    "Comma list of LAYERSxHIDDEN students to measure.")
+flags.DEFINE_string("work_dir", None,
+                    "Scratch folder (default: a temporary one, deleted).")
+
+FLAGS = flags.FLAGS
+
+VOCAB_SIZE = 30522
+MAX_SEQ_LENGTH = 128
+MAX_PREDICTIONS = 20
+TOP_K = 10
+WARMUP_STEPS = 2  # ThroughputHook's skip_steps.
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def student_config(layers, hidden):
+  """A BERT config with BERT-Base's vocab and proportions."""
+  return {
+      "vocab_size": VOCAB_SIZE, "hidden_size": hidden,
+      "num_hidden_layers": layers, "num_attention_heads": hidden // 64,
+      "intermediate_size": 4 * hidden, "hidden_act": "gelu",
+      "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+      "max_position_embeddings": 512, "type_vocab_size": 2,
+      "initializer_range": 0.02,
+  }
+
+
+def write_records(path, num_records, seed=0):
+  """Random distillation records of the full size (seq 128, top-10)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import record_format  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(seed)
+  with tf.io.TFRecordWriter(path) as writer:
+    for _ in range(num_records):
+      ids = rng.randint(1000, VOCAB_SIZE, size=MAX_SEQ_LENGTH)
+      ids[0], ids[-1] = 101, 102
+      positions = sorted(rng.choice(np.arange(1, MAX_SEQ_LENGTH - 1),
+                                    MAX_PREDICTIONS, replace=False))
+      example = record_format.make_pretraining_example(
+          [int(x) for x in ids], [1] * MAX_SEQ_LENGTH,
+          [0] * 64 + [1] * 64, [int(p) for p in positions],
+          [int(ids[p]) for p in positions], [1.0] * MAX_PREDICTIONS,
+          int(rng.randint(0, 2)))
+      probs = np.sort(rng.dirichlet(np.ones(TOP_K)) * 0.9)[::-1]
+      indices = np.concatenate([rng.choice(VOCAB_SIZE, TOP_K, replace=False)
+                                for _ in range(MAX_PREDICTIONS)])
+      feature = example.features.feature
+      feature[record_format.TRUNCATED_PROBS].CopyFrom(
+          record_format.float_feature(np.tile(probs, MAX_PREDICTIONS)))
+      feature[record_format.TOP_K_INDICES].CopyFrom(
+          record_format.int64_feature(indices))
+      feature[record_format.NEXT_SENTENCE_PROBS].CopyFrom(
+          record_format.float_feature([0.5, 0.5]))
+      writer.write(example.SerializeToString())
+
+
+def trainer_flags(config_path, input_file, output_dir, batch, steps):
+  """The trainer's flags for a short run without evaluation."""
+  return ["--bert_config_file", config_path, "--input_file", input_file,
+          "--output_dir", output_dir, "--truncation_factor", str(TOP_K),
+          "--max_seq_length", str(MAX_SEQ_LENGTH),
+          "--max_predictions_per_seq", str(MAX_PREDICTIONS),
+          "--do_train", "True", "--train_batch_size", str(batch),
+          "--num_train_steps", str(steps), "--num_warmup_steps", "0",
+          "--save_checkpoints_steps", "100000", "--iterations_per_loop", "1"]
+
+
+def thread_env(threads):
+  """The environment of a run: CPU only, optionally limited threads."""
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=REPO)
+  env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+  if threads:
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                 "OMP_NUM_THREADS"):
+      env[name] = str(threads)
+  return env
+
+
+def run(command, env, output_dir):
+  """Runs a training command; returns its train_stats.json."""
+  start = time.time()
+  result = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
+                          text=True)
+  if result.returncode != 0:
+    raise RuntimeError("%s failed:\n%s" % (" ".join(command),
+                                           result.stderr[-4000:]))
+  with open(os.path.join(output_dir, "train_stats.json")) as f:
+    stats = json.load(f)
+  stats["wall"] = time.time() - start
+  return stats
+
+
+def main(_):
+  work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_train_")
+  os.makedirs(work_dir, exist_ok=True)
+  records = os.path.join(work_dir, "records.tfrecord")
+  write_records(records, 4 * FLAGS.batch)
+  single = os.path.join(REPO,
+                        "network_distillation_single_machine_truncated.py")
+  distributed = os.path.join(REPO,
+                             "network_distillation_distributed_truncated.py")
+  steps = WARMUP_STEPS + FLAGS.timed_steps
+  rows = []
+  try:
+    for student in FLAGS.students.split(","):
+      layers, hidden = (int(x) for x in student.split("x"))
+      config_path = os.path.join(work_dir, "student_%s.json" % student)
+      with open(config_path, "w") as f:
+        json.dump(student_config(layers, hidden), f)
+      setups = [
+          ("1 process, default threads", None, 1),
+          ("1 process, 2 threads", 2, 1),
+          ("2 Horovod processes x 1 thread", 1, 2),
+      ]
+      for name, threads, processes in setups:
+        output_dir = os.path.join(work_dir, "out_%s_%d_%s" % (
+            student, processes, threads))
+        shutil.rmtree(output_dir, ignore_errors=True)
+        if processes == 1:
+          command = [sys.executable, single] + trainer_flags(
+              config_path, records, output_dir, FLAGS.batch, steps)
+        else:
+          # Each rank: half the batch; the trainer divides the steps.
+          command = [os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H",
+                     "localhost:2", "--gloo", sys.executable, distributed
+                    ] + trainer_flags(config_path, records, output_dir,
+                                      FLAGS.batch // 2, steps * 2)
+        stats = run(command, thread_env(threads), output_dir)
+        rows.append((student, stats["params"], name, stats["train_seq_per_s"],
+                     stats["wall"]))
+        print("%-7s %-32s %8.2f seq/s  (run %.0f s)" % (
+            student, name, stats["train_seq_per_s"], stats["wall"]),
+              flush=True)
+  finally:
+    if not FLAGS.work_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+
+  print("\nStudent training on CPU (%d cores), seq %d, global batch %d, "
+        "%d timed steps after %d warm-up steps:\n" % (
+            os.cpu_count(), MAX_SEQ_LENGTH, FLAGS.batch, FLAGS.timed_steps,
+            WARMUP_STEPS))
+  print("| student (layers x hidden) | parameters | setup | sequences/s |")
+  print("| --- | ---: | --- | ---: |")
+  for student, params, name, rate, _ in rows:
+    print("| %s | %.1fM | %s | %.2f |" % (student, params / 1e6, name, rate))
+
+
+if __name__ == "__main__":
+  command_line.run(main)
