@@ -13,6 +13,10 @@ from absl import flags
 _BOOL_WORDS = ("true", "false", "t", "f", "1", "0")
 
 
+class InputError(ValueError):
+  """Bad flags or input files: run() prints the message and exits with 1."""
+
+
 def join_boolean_values(argv, flag_values=flags.FLAGS):
   """Returns argv with `--flag VALUE` pairs of boolean flags joined by '='."""
   joined = [argv[0]]
@@ -48,6 +52,21 @@ def _parse(argv):
   return rest
 
 
+def _exit_on_input_error(main):
+  """Wraps main so that an InputError ends the run with its message."""
+
+  def checked_main(argv):
+    try:
+      return main(argv)
+    except InputError as error:
+      sys.exit("ERROR: %s" % error)
+
+  return checked_main
+
+
 def run(main):
-  """Parses flags (README forms included) and runs main()."""
-  app.run(main, flags_parser=_parse)
+  """Parses flags (README forms included) and runs main().
+
+  An InputError raised by main() is printed as "ERROR: ..." and exits 1.
+  """
+  app.run(_exit_on_input_error(main), flags_parser=_parse)

@@ -529,6 +529,23 @@ def next_sentence_logits(bert_config, pooled_output):
     return tf.nn.bias_add(logits, output_bias)
 
 
+def pretraining_model(bert_config, is_training, input_ids, masked_lm_positions,
+                      input_mask=None, token_type_ids=None):
+  """Builds BertModel with both pretraining heads, as in Google's checkpoints.
+
+  Returns (model, masked-LM logits [batch * n, vocab_size] at
+  `masked_lm_positions`, next-sentence logits [batch, 2]).
+  """
+  model = BertModel(config=bert_config, is_training=is_training,
+                    input_ids=input_ids, input_mask=input_mask,
+                    token_type_ids=token_type_ids)
+  mlm_logits = masked_lm_logits(bert_config, model.get_sequence_output(),
+                                model.get_embedding_table(),
+                                masked_lm_positions)
+  nsp_logits = next_sentence_logits(bert_config, model.get_pooled_output())
+  return model, mlm_logits, nsp_logits
+
+
 def count_parameters(variables):
   """Returns the total number of scalars in `variables`."""
   return int(sum(np.prod(var.shape.as_list()) for var in variables))

@@ -79,7 +79,7 @@ def main(_):
       session_config=pinned_session_config())
   try:
     single.run(distribution)
-  except single.InputError as error:
+  except command_line.InputError as error:
     sys.exit("ERROR (rank %d): %s" % (rank, error))
   finally:
     if scratch_dir:

@@ -157,8 +157,7 @@ FLAGS = flags.FLAGS
 TIMEOUT_EXIT_STATUS = 3
 
 
-class InputError(ValueError):
-  """Bad flags or input files; main() prints the message and exits."""
+InputError = command_line.InputError
 
 
 class Distribution(object):
@@ -515,17 +514,10 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     """Builds the student and its loss, train op or metrics."""
     del labels, params  # The labels travel in `features`.
     is_training = mode == tf.estimator.ModeKeys.TRAIN
-    model = modeling.BertModel(
-        config=bert_config,
-        is_training=is_training,
-        input_ids=features["input_ids"],
-        input_mask=features["input_mask"],
+    _, masked_lm_logits, next_sentence_logits = modeling.pretraining_model(
+        bert_config, is_training, features["input_ids"],
+        features["masked_lm_positions"], input_mask=features["input_mask"],
         token_type_ids=features["segment_ids"])
-    masked_lm_logits = modeling.masked_lm_logits(
-        bert_config, model.get_sequence_output(), model.get_embedding_table(),
-        features["masked_lm_positions"])
-    next_sentence_logits = modeling.next_sentence_logits(
-        bert_config, model.get_pooled_output())
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
@@ -1066,10 +1058,7 @@ def run(distribution):
 
 
 def main(_):
-  try:
-    run(Distribution())
-  except InputError as error:
-    sys.exit("ERROR: %s" % error)
+  run(Distribution())
 
 
 if __name__ == "__main__":

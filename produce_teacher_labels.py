@@ -17,7 +17,6 @@ its own GPU and writes `<output_file>-<rank>-of-<size>`.
 
 import os
 import queue
-import sys
 import threading
 import time
 
@@ -73,8 +72,7 @@ RANDOM_TEACHER_SEED = 12345
 LOG_EVERY_SECONDS = 30
 
 
-class InputError(ValueError):
-  """Bad flags or input files; main() prints the message and exits."""
+InputError = command_line.InputError
 
 
 def check_flags(bert_config):
@@ -208,18 +206,10 @@ def teacher_labels(bert_config, features, truncation_factor):
   is taken on the device from the logits, and only those k probabilities are
   computed (exp(logit - logsumexp)), not the whole softmax.
   """
-  model = modeling.BertModel(
-      config=bert_config,
-      is_training=False,
-      input_ids=features["input_ids"],
-      input_mask=features["input_mask"],
-      token_type_ids=features["segment_ids"],
-      use_one_hot_embeddings=False)
-  logits = modeling.masked_lm_logits(
-      bert_config, model.get_sequence_output(), model.get_embedding_table(),
-      features["masked_lm_positions"])
-  next_sentence = modeling.next_sentence_logits(bert_config,
-                                                model.get_pooled_output())
+  _, logits, next_sentence = modeling.pretraining_model(
+      bert_config, False, features["input_ids"],
+      features["masked_lm_positions"], input_mask=features["input_mask"],
+      token_type_ids=features["segment_ids"])
   batch_size = tf.shape(features["input_ids"])[0]
   labels = {record_format.NEXT_SENTENCE_PROBS: tf.nn.softmax(next_sentence)}
   if truncation_factor > 0:
@@ -547,10 +537,7 @@ def label_records():
 
 def main(_):
   tf1.logging.set_verbosity(tf1.logging.INFO)
-  try:
-    label_records()
-  except InputError as error:
-    sys.exit("ERROR: %s" % error)
+  label_records()
 
 
 if __name__ == "__main__":

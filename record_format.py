@@ -7,8 +7,6 @@ teacher's labels: top-k probabilities and indices when k > 0, or the whole
 distribution when k = 0, and the teacher's next-sentence distribution.
 """
 
-import glob
-import os
 
 import tensorflow as tf
 

@@ -45,25 +45,27 @@ SETTINGS = {
         dupe_factor=2,
         teacher=dict(hidden_size=256, num_hidden_layers=4,
                      num_attention_heads=4, intermediate_size=1024),
-        student=dict(hidden_size=128, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=512),
-        teacher_steps=1500, teacher_lr=1e-3, teacher_batch=32,
-        student_steps=600, student_lr=1e-3, student_batch=32,
-        eval_every_steps=100, max_eval_steps=50, horovod_steps=20,
-        temperature=2.0, kd_target="renormalized", soft_label_weight=1.0,
-        hard_label_weight=1.0, nsp_loss="soft"),
+        # Half the teacher's depth, so it can start from teacher layers.
+        student=dict(hidden_size=256, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=1024),
+        # 1e-3 left these post-LayerNorm models stuck at the unigram loss.
+        teacher_steps=900, teacher_lr=3e-4, teacher_batch=32,
+        student_steps=300, student_lr=3e-4, student_batch=32,
+        eval_every_steps=75, max_eval_steps=50, horovod_steps=20,
+        init_layer_map="0,3", temperature=1.0, kd_target="renormalized",
+        soft_label_weight=1.0, hard_label_weight=1.0, nsp_loss="soft"),
     "tiny": dict(
         split_number=3, max_seq_length=32, max_predictions_per_seq=5,
         dupe_factor=1,
         teacher=dict(hidden_size=32, num_hidden_layers=2,
                      num_attention_heads=2, intermediate_size=64),
-        student=dict(hidden_size=16, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=32),
+        student=dict(hidden_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=64),
         teacher_steps=6, teacher_lr=1e-3, teacher_batch=8,
         student_steps=6, student_lr=1e-3, student_batch=8,
         eval_every_steps=3, max_eval_steps=2, horovod_steps=2,
-        temperature=2.0, kd_target="renormalized", soft_label_weight=1.0,
-        hard_label_weight=1.0, nsp_loss="soft"),
+        init_layer_map="1", temperature=2.0, kd_target="renormalized",
+        soft_label_weight=1.0, hard_label_weight=1.0, nsp_loss="soft"),
 }
 
 STAGE_SECONDS = {}
@@ -297,6 +299,8 @@ def main(_):
 
   # VI. Students: distilled, and the same shape from scratch.
   distill_flags = [
+      "--init_checkpoint", teacher_checkpoint,
+      "--init_layer_map", settings["init_layer_map"],
       "--truncation_factor", "10",
       "--temperature", str(settings["temperature"]),
       "--kd_target", settings["kd_target"],

@@ -96,10 +96,7 @@ def save_random_teacher(config, prefix):
   with tf.Graph().as_default():
     input_ids = tf1.placeholder(tf.int32, [None, SEQ_LENGTH])
     positions = tf1.placeholder(tf.int32, [None, PREDICTIONS])
-    model = modeling.BertModel(config, False, input_ids)
-    modeling.masked_lm_logits(config, model.get_sequence_output(),
-                              model.get_embedding_table(), positions)
-    modeling.next_sentence_logits(config, model.get_pooled_output())
+    modeling.pretraining_model(config, False, input_ids, positions)
     with tf1.Session() as sess:
       sess.run(tf1.global_variables_initializer())
       tf1.train.Saver().save(sess, prefix)

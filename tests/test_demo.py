@@ -9,7 +9,7 @@ import math
 import os
 import struct
 
-from conftest import REPO, run_script
+from conftest import run_script
 
 STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
           "teacher_labels", "teacher_eval", "distilled_student", "scratch_student",

@@ -66,14 +66,11 @@ def label_with_teacher(input_path, output_path, teacher_config,
     placeholders = {name: tf1.placeholder(tf.int32, [None, MAX_SEQ])
                     for name in ("input_ids", "input_mask", "segment_ids")}
     positions = tf1.placeholder(tf.int32, [None, MAX_PRED])
-    model = modeling.BertModel(config, False, placeholders["input_ids"],
-                               placeholders["input_mask"],
-                               placeholders["segment_ids"])
-    probs = tf.nn.softmax(modeling.masked_lm_logits(
-        config, model.get_sequence_output(), model.get_embedding_table(),
-        positions))
-    next_sentence = tf.nn.softmax(modeling.next_sentence_logits(
-        config, model.get_pooled_output()))
+    _, mlm_logits, nsp_logits = modeling.pretraining_model(
+        config, False, placeholders["input_ids"], positions,
+        placeholders["input_mask"], placeholders["segment_ids"])
+    probs = tf.nn.softmax(mlm_logits)
+    next_sentence = tf.nn.softmax(nsp_logits)
     if truncation_factor:
       probs, indices = tf.nn.top_k(probs, truncation_factor)
     else:
@@ -389,11 +386,7 @@ def build_student(config_dict):
   """Builds a student graph in the default graph; returns its variables."""
   config = modeling.BertConfig.from_dict(config_dict)
   ids = tf.zeros([1, 8], tf.int32)
-  model = modeling.BertModel(config, False, ids)
-  modeling.masked_lm_logits(config, model.get_sequence_output(),
-                            model.get_embedding_table(),
-                            tf.zeros([1, 2], tf.int32))
-  modeling.next_sentence_logits(config, model.get_pooled_output())
+  modeling.pretraining_model(config, False, ids, tf.zeros([1, 2], tf.int32))
   return tf1.trainable_variables()
 
 

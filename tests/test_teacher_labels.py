@@ -69,10 +69,7 @@ def save_random_teacher(config_file, prefix, seed=1, skip=()):
   with tf.Graph().as_default():
     input_ids = tf1.placeholder(tf.int32, [None, SEQ_LENGTH])
     positions = tf1.placeholder(tf.int32, [None, PREDICTIONS])
-    model = modeling.BertModel(config, False, input_ids)
-    modeling.masked_lm_logits(config, model.get_sequence_output(),
-                              model.get_embedding_table(), positions)
-    modeling.next_sentence_logits(config, model.get_pooled_output())
+    modeling.pretraining_model(config, False, input_ids, positions)
     variables = tf1.global_variables()
     weights = {}
     for var in variables:
