@@ -8,6 +8,9 @@ extracted sample text:
       --output_file data/sample/vocab.txt --vocab_size 4000
 
 The special tokens come first, in Google's order of use ([PAD] is id 0).
+The trainer breaks ties between equally frequent merges in an order that
+changes from run to run, so a rerun gives a vocab that differs in a few
+rare word pieces; the shipped file is the one the demo uses.
 """
 
 import os
