@@ -725,26 +725,16 @@ def horovod_env(temp_dir):
 
 
 def mpirun_command(np_, script_args):
-  """mpirun over localhost, exporting what the child needs."""
-  # Waiting ranks yield the CPU instead of spinning: on 2 shared cores the
-  # spinning made this run ~3x slower.
-  command = ["mpirun", "-np", str(np_), "-H", "localhost:%d" % np_,
-             "-bind-to", "none", "-map-by", "slot",
-             "--mca", "mpi_yield_when_idle", "1"]
-  if os.geteuid() == 0:
-    command.append("--allow-run-as-root")
-  for name in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL",
-               "PATH", "TMPDIR"):
-    command += ["-x", name]
-  return command + [sys.executable, os.path.join(conftest.REPO, DISTRIBUTED)
-                    ] + script_args
+  """mpirun on loopback running the distributed trainer."""
+  return conftest.mpirun_command(
+      np_, [os.path.join(conftest.REPO, DISTRIBUTED)] + script_args,
+      env=horovod_env("set"))
 
 
 def horovodrun_command(np_, script_args):
-  """horovodrun with Gloo over localhost."""
-  return [os.path.join(VENV_BIN, "horovodrun"), "-np", str(np_), "-H",
-          "localhost:%d" % np_, "--gloo", sys.executable,
-          os.path.join(conftest.REPO, DISTRIBUTED)] + script_args
+  """horovodrun with Gloo on loopback running the distributed trainer."""
+  return conftest.horovodrun_command(
+      np_, [os.path.join(conftest.REPO, DISTRIBUTED)] + script_args)
 
 
 def run_launcher(command, temp_dir):

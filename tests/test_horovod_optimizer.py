@@ -7,18 +7,16 @@ averaged, clipped gradients with the learning rate scaled by 2.
 """
 
 import os
-import shutil
 import subprocess
-import sys
 
 import numpy as np
-import pytest
 
 from conftest import CHILD_ENV
 from conftest import REPO
+from conftest import horovodrun_command
+from conftest import mpirun_command
 
 JOB = os.path.join(REPO, "tests", "horovod_optimizer_job.py")
-HOROVODRUN = os.path.join(os.path.dirname(sys.executable), "horovodrun")
 TIMEOUT_SECONDS = 300
 # Values from the job and from optimization.create_optimizer.
 INIT_LR, NUM_TRAIN_STEPS = 0.01, 10
@@ -81,28 +79,11 @@ def _check(ranks):
                                atol=1e-6, err_msg=name)
 
 
-@pytest.mark.skipif(not os.path.exists(HOROVODRUN),
-                    reason="horovodrun not installed; run `make setup`")
 def test_horovodrun_gloo_two_ranks(tmp_path):
-  command = [HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo",
-             "--network-interface", "lo", sys.executable, JOB, str(tmp_path)]
+  command = horovodrun_command(2, [JOB, tmp_path])
   _check(_run(command, str(tmp_path)))
 
 
-@pytest.mark.skipif(shutil.which("mpirun") is None,
-                    reason="mpirun not installed; run `make setup`")
 def test_mpirun_two_ranks(tmp_path):
-  command = ["mpirun", "-np", "2", "-H", "localhost:2", "--oversubscribe",
-             "-bind-to", "none", "-map-by", "slot",
-             # Loopback only, and no shared-memory single copy (it needs
-             # ptrace rights that containers often lack).
-             "--mca", "btl_tcp_if_include", "lo",
-             "--mca", "oob_tcp_if_include", "lo",
-             "--mca", "btl_vader_single_copy_mechanism", "none"]
-  if os.geteuid() == 0:
-    command.append("--allow-run-as-root")
-  for name in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES", "TF_CPP_MIN_LOG_LEVEL",
-               "AWS_EC2_METADATA_DISABLED", "PATH"):
-    command += ["-x", name]
-  command += [sys.executable, JOB, str(tmp_path)]
+  command = mpirun_command(2, [JOB, tmp_path])
   _check(_run(command, str(tmp_path)))

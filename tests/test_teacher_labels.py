@@ -28,7 +28,6 @@ PREDICTIONS = 5
 NUM_RECORDS = 37  # Not a multiple of BATCH_SIZE: the last batch is partial.
 BATCH_SIZE = 8
 TOP_K = 5
-HOROVODRUN = os.path.join(conftest.REPO, ".venv", "bin", "horovodrun")
 
 
 def label_args(teacher, input_file, output_file, *extra):
@@ -436,10 +435,9 @@ def horovodrun(args, num_processes=2):
   """Runs the script under `horovodrun --gloo` on localhost."""
   env = dict(conftest.CHILD_ENV)
   env["PATH"] = os.path.dirname(sys.executable) + ":" + env.get("PATH", "")
-  command = [HOROVODRUN, "-np", str(num_processes),
-             "-H", "localhost:%d" % num_processes, "--gloo",
-             sys.executable, os.path.join(conftest.REPO, SCRIPT)]
-  result = subprocess.run(command + [str(a) for a in args], cwd=conftest.REPO,
+  command = conftest.horovodrun_command(
+      num_processes, [os.path.join(conftest.REPO, SCRIPT)] + list(args))
+  result = subprocess.run(command, cwd=conftest.REPO,
                           env=env, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -454,8 +452,6 @@ def assert_same_labels(expected, actual):
     np.testing.assert_array_equal(actual[key][1], indices)
 
 
-@pytest.mark.skipif(not os.path.exists(HOROVODRUN),
-                    reason="Horovod is not installed")
 def test_horovod_shards_hold_the_single_process_records(teacher, tmp_path):
   """Three files over two ranks: each rank labels its own files."""
   for index, count in enumerate((11, 9, 14)):
@@ -479,8 +475,6 @@ def test_horovod_shards_hold_the_single_process_records(teacher, tmp_path):
   assert_same_labels(labels_by_input([single]), labels_by_input(shards))
 
 
-@pytest.mark.skipif(not os.path.exists(HOROVODRUN),
-                    reason="Horovod is not installed")
 def test_horovod_splits_records_when_files_are_few(teacher, top_k_run,
                                                    tmp_path):
   """One file over two ranks: each rank keeps every other record."""
