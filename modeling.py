@@ -172,10 +172,13 @@ class BertModel(object):
 
 
 def gelu(x):
-  """GELU, the tanh approximation used by Google's BERT."""
-  cdf = 0.5 * (1.0 + tf.tanh(
-      math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
-  return x * cdf
+  """GELU, the tanh approximation used by Google's BERT.
+
+  0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))), computed by
+  tf.nn.gelu(approximate=True): the same formula, which oneDNN can fuse
+  into the preceding matmul on CPU.
+  """
+  return tf.nn.gelu(x, approximate=True)
 
 
 def get_activation(activation_string):
