@@ -51,7 +51,8 @@ note() {
 # ec2_interface: prints the device of this EC2 instance's primary network
 # interface, found by its MAC address from the instance metadata (IMDSv2).
 ec2_interface() {
-  local metadata=http://169.254.169.254/latest token mac device
+  # Reached only when the user opts in with EC2_DETECT_INTERFACE=1.
+  local metadata=http://169.254.169.254/latest token mac device  # EC2_DETECT_INTERFACE opt-in
   token=$(curl -sf --max-time 2 -X PUT "$metadata/api/token" \
     -H "X-aws-ec2-metadata-token-ttl-seconds: 60") || return 1
   mac=$(curl -sf --max-time 2 -H "X-aws-ec2-metadata-token: $token" \
