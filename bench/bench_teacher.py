@@ -4,28 +4,33 @@
 The teacher has BERT-Base's shape (12 layers, hidden 768, 12 heads,
 intermediate 3072, vocab 30522) and random weights, saved as a checkpoint in
 a temporary folder. Inputs are random full-length records (seq 128, 20
-masked positions). Everything runs on the CPU. Rows of the table:
+masked positions). Everything runs on the CPU.
 
-  * float32 GEMM peak: the best of a few large tf.matmul runs, with the same
-    thread settings as the script (produce_teacher_labels.session_config);
-    the achieved fraction of it is given by wall time and, as a check on a
-    shared machine, by process CPU time (FLOP per CPU second of the model
-    over FLOP per CPU second of the matmul);
+A shared virtual machine's speed drifts by tens of percent from minute to
+minute, so every measurement is repeated in --rounds rounds, and each round
+runs all of them one after the other. Ratios then compare like with like:
+the best run against the best run, and the median against the median. Rows:
+
+  * float32 GEMM peak: a large tf.matmul, with the same thread settings as
+    the script (produce_teacher_labels.session_config), 5 runs per round;
   * forward only: the teacher graph of the script (model, heads, top-k) on a
     batch held in the graph, no input pipeline, no serialization, no I/O;
+    each timed run is one batch, after a warm-up batch;
   * forward only with XLA: the same graph compiled as --use_xla does;
   * forward + serialization: the same plus the in-graph encoding of the
     output records, still without I/O;
   * end to end: produce_teacher_labels.py itself for k = 10 and k = 100, the
     throughput it logs after its first batch (the first batch carries the
-    one-off graph optimisation, as the warm-up run does for forward only),
+    one-off graph optimisation, as the warm-up batch does for forward only),
     the same per second of the process's CPU time (from its log), and the
     wall time of the whole process including start-up;
   * bytes per output record (TFRecord framing included) for k = 10 and 100.
 
-FLOPs per sequence are computed from the config (a multiply-add is 2 FLOPs).
+Each speed is also given per second of process CPU time over all rounds,
+which other jobs on the machine disturb less than wall time. FLOPs per
+sequence are computed from the config (a multiply-add is 2 FLOPs).
 
-  .venv/bin/python bench/bench_teacher.py [--num_sequences 128]
+  .venv/bin/python bench/bench_teacher.py [--rounds 3]
 """
 
 import contextlib
@@ -52,9 +57,11 @@ tf1 = tf.compat.v1
 
 flags.DEFINE_integer("num_sequences", 128,
                      "Records labelled by each end-to-end run.")
+flags.DEFINE_integer("rounds", 3,
+                     "Rounds; each runs every measurement once.")
 flags.DEFINE_integer("forward_batches", 3,
-                     "Timed batches of the forward-only rows (after one "
-                     "warm-up batch).")
+                     "Timed batches of each forward-only row per round "
+                     "(after one warm-up batch).")
 flags.DEFINE_integer("gemm_size", 4096, "n of the n x n x n peak matmul.")
 flags.DEFINE_string("work_dir", None,
                     "Scratch folder (default: a temp folder, removed after).")
@@ -121,11 +128,40 @@ def random_records(count, vocab_size, seed=0):
   return records
 
 
+class Speeds(object):
+  """The timed runs of one measurement, over every round.
+
+  Each run does `work_per_run` units of work (FLOPs, sequences). Keeps the
+  wall seconds of every run and the process CPU seconds of all of them.
+  """
+
+  def __init__(self, work_per_run):
+    self.work_per_run = work_per_run
+    self.seconds = []
+    self.cpu_seconds = 0.0
+
+  def add(self, seconds, cpu_seconds):
+    """Adds one round's runs: a list of wall seconds and their CPU seconds."""
+    self.seconds.extend(seconds)
+    self.cpu_seconds += cpu_seconds
+
+  def best(self):
+    """Work per second of the fastest run."""
+    return self.work_per_run / min(self.seconds)
+
+  def median(self):
+    """Work per second of the median run."""
+    return self.work_per_run / float(np.median(self.seconds))
+
+  def per_cpu_second(self):
+    """Work per process CPU second over all runs."""
+    return self.work_per_run * len(self.seconds) / self.cpu_seconds
+
+
 def timed_runs(sess, fetch, runs):
   """Runs `fetch` once to warm up, then `runs` times.
 
-  Returns (wall seconds of each run, process CPU seconds of all runs). The
-  CPU time is less disturbed by other jobs on a shared machine.
+  Returns (wall seconds of each run, process CPU seconds of all runs).
   """
   sess.run(fetch)
   seconds = []
@@ -137,8 +173,8 @@ def timed_runs(sess, fetch, runs):
   return seconds, time.process_time() - cpu_start
 
 
-def measure_gemm_peak(size, runs=5):
-  """float32 GEMM speed: (FLOP/s of the best run, FLOP per CPU second)."""
+def measure_gemm(size, runs=5):
+  """Times an n x n x n float32 tf.matmul; returns timed_runs' result."""
   with tf.Graph().as_default():
     left = tf.Variable(tf.random.normal([size, size]))
     right = tf.Variable(tf.random.normal([size, size]))
@@ -147,18 +183,17 @@ def measure_gemm_peak(size, runs=5):
     config = produce_teacher_labels.session_config(0, 1, False)
     with tf1.Session(config=config) as sess:
       sess.run(tf1.global_variables_initializer())
-      seconds, cpu_seconds = timed_runs(sess, product, runs)
-  flops = 2.0 * size ** 3
-  return flops / min(seconds), flops * runs / cpu_seconds
+      return timed_runs(sess, product, runs)
 
 
 def measure_forward(config, checkpoint, records, batches, serialize=False,
                     use_xla=False):
-  """Sequences/s of the script's teacher graph on a batch held in the graph.
+  """Times the script's teacher graph on a batch held in the graph.
 
-  With serialize=True the output records are encoded too (still no I/O).
-  use_xla compiles the teacher as --use_xla does. Returns (sequences/s,
-  sequences per CPU second).
+  Each timed run is one batch of BENCH_BATCH_SIZE sequences. With
+  serialize=True the output records are encoded too (still no I/O).
+  use_xla compiles the teacher as --use_xla does. Returns timed_runs'
+  result.
   """
   with tf.Graph().as_default():
     spec = record_format.pretraining_feature_spec(SEQ_LENGTH, PREDICTIONS)
@@ -177,9 +212,7 @@ def measure_forward(config, checkpoint, records, batches, serialize=False,
     session_config = produce_teacher_labels.session_config(0, 1, use_xla)
     with tf1.Session(config=session_config) as sess:
       sess.run(tf1.global_variables_initializer())
-      seconds, cpu_seconds = timed_runs(sess, fetch, batches)
-  sequences = BENCH_BATCH_SIZE * batches
-  return sequences / sum(seconds), sequences / cpu_seconds
+      return timed_runs(sess, fetch, batches)
 
 
 def run_end_to_end(work_dir, config_file, checkpoint, input_file, k):
@@ -211,12 +244,27 @@ def run_end_to_end(work_dir, config_file, checkpoint, input_file, k):
               bytes_per_record=os.path.getsize(output_file) / count)
 
 
+def percent(numerator, denominator, of):
+  """'75% of peak'."""
+  return "%.0f%% of %s" % (100.0 * numerator / denominator, of)
+
+
+def median_run(runs, key):
+  """The median over rounds of one end-to-end figure."""
+  return float(np.median([run[key] for run in runs]))
+
+
 def main(_):
   tf1.logging.set_verbosity(tf1.logging.WARN)
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_teacher_")
   os.makedirs(work_dir, exist_ok=True)
+  config = modeling.BertConfig.from_dict(BERT_BASE)
+  flops = forward_flops(config, SEQ_LENGTH, PREDICTIONS)
+  peak = Speeds(2.0 * FLAGS.gemm_size ** 3)
+  forward = {name: Speeds(BENCH_BATCH_SIZE)
+             for name in ("plain", "serialize", "xla")}
+  end_to_end = {k: [] for k in TOP_KS}
   try:
-    config = modeling.BertConfig.from_dict(BERT_BASE)
     config_file = os.path.join(work_dir, "bert_config.json")
     with open(config_file, "w") as f:
       f.write(config.to_json_string())
@@ -229,17 +277,18 @@ def main(_):
         writer.write(record)
     input_bytes = os.path.getsize(input_file) / len(records)
 
-    flops = forward_flops(config, SEQ_LENGTH, PREDICTIONS)
     load_before = os.getloadavg()[0]
-    peak, peak_per_cpu = measure_gemm_peak(FLAGS.gemm_size)
-    forward, forward_per_cpu = measure_forward(
-        config, checkpoint, records, FLAGS.forward_batches)
-    serialized, serialized_per_cpu = measure_forward(
-        config, checkpoint, records, FLAGS.forward_batches, serialize=True)
-    xla, xla_per_cpu = measure_forward(
-        config, checkpoint, records, FLAGS.forward_batches, use_xla=True)
-    runs = {k: run_end_to_end(work_dir, config_file, checkpoint, input_file,
-                              k) for k in TOP_KS}
+    for round_index in range(FLAGS.rounds):
+      print("round %d of %d" % (round_index + 1, FLAGS.rounds),
+            file=sys.stderr, flush=True)
+      peak.add(*measure_gemm(FLAGS.gemm_size))
+      for name, speeds in forward.items():
+        speeds.add(*measure_forward(
+            config, checkpoint, records, FLAGS.forward_batches,
+            serialize=name == "serialize", use_xla=name == "xla"))
+      for k in TOP_KS:
+        end_to_end[k].append(run_end_to_end(work_dir, config_file,
+                                            checkpoint, input_file, k))
     load_after = os.getloadavg()[0]
   finally:
     if not FLAGS.work_dir:
@@ -248,47 +297,66 @@ def main(_):
   threads = produce_teacher_labels.session_config(
       0, 1, False).intra_op_parallelism_threads
   print("\nTeacher labels, BERT-Base shape, seq %d, %d predictions, CPU, "
-        "%d intra-op threads, batch %d" % (SEQ_LENGTH, PREDICTIONS, threads,
-                                           BENCH_BATCH_SIZE))
+        "%d intra-op threads, batch %d, %d rounds" % (
+            SEQ_LENGTH, PREDICTIONS, threads, BENCH_BATCH_SIZE, FLAGS.rounds))
   print("FLOPs per sequence (forward + heads at %d positions): %.2f GFLOP" %
         (PREDICTIONS, flops / 1e9))
   print("1-minute load average: %.1f before, %.1f after (%d cores)" % (
       load_before, load_after, os.cpu_count()))
-  print("%-48s %14s %12s" % ("row", "value", "ratio"))
+  print("Ratios: best run against best run, median against median.\n")
+  print("%-40s %13s %13s %13s %13s" % ("row", "best", "median",
+                                        "best ratio", "median ratio"))
 
-  def row(name, value, ratio=""):
-    print("%-48s %14s %12s" % (name, value, ratio))
+  def row(name, best, median, best_ratio="", median_ratio=""):
+    print("%-40s %13s %13s %13s %13s" % (name, best, median, best_ratio,
+                                         median_ratio))
 
-  row("float32 GEMM peak (%d^3 matmul, best of 5)" % FLAGS.gemm_size,
-      "%.1f GFLOP/s" % (peak / 1e9))
-  row("forward only (model + heads + top-k)", "%.2f seq/s" % forward,
-      "%.0f%% of peak" % (100.0 * forward * flops / peak))
-  row("  same, by process CPU time", "%.2f seq/cpu-s" % forward_per_cpu,
-      "%.0f%% of peak" % (100.0 * forward_per_cpu * flops / peak_per_cpu))
-  row("forward only, XLA (--use_xla)", "%.2f seq/s" % xla,
-      "%.0f%% of peak" % (100.0 * xla * flops / peak))
-  row("  same, by process CPU time", "%.2f seq/cpu-s" % xla_per_cpu,
-      "%.0f%% of peak" % (100.0 * xla_per_cpu * flops / peak_per_cpu))
-  row("forward + in-graph serialization (k=10)", "%.2f seq/s" % serialized,
-      "%.0f%% of fwd" % (100.0 * serialized / forward))
-  row("  same, by process CPU time", "%.2f seq/cpu-s" % serialized_per_cpu,
-      "%.0f%% of fwd" % (100.0 * serialized_per_cpu / forward_per_cpu))
+  row("float32 GEMM peak (%d^3), GFLOP/s" % FLAGS.gemm_size,
+      "%.1f" % (peak.best() / 1e9), "%.1f" % (peak.median() / 1e9))
+  labels = {"plain": "forward only (model+heads+top-k)",
+            "xla": "forward only, XLA (--use_xla)"}
+  for name, label in labels.items():
+    speeds = forward[name]
+    row(label + ", seq/s", "%.2f" % speeds.best(), "%.2f" % speeds.median(),
+        percent(speeds.best() * flops, peak.best(), "peak"),
+        percent(speeds.median() * flops, peak.median(), "peak"))
+  plain = forward["plain"]
+  serialized = forward["serialize"]
+  row("forward + serialization (k=10), seq/s", "%.2f" % serialized.best(),
+      "%.2f" % serialized.median(),
+      percent(serialized.best(), plain.best(), "fwd"),
+      percent(serialized.median(), plain.median(), "fwd"))
   for k in TOP_KS:
-    run = runs[k]
-    row("end to end k=%d, after first batch" % k,
-        "%.2f seq/s" % run["steady"],
-        "%.0f%% of fwd" % (100.0 * run["steady"] / forward))
-    row("  same, by process CPU time", "%.2f seq/cpu-s" %
-        run["steady_per_cpu"], "%.0f%% of fwd" % (
-            100.0 * run["steady_per_cpu"] / forward_per_cpu))
-    row("end to end k=%d, whole loop (%d records)" % (k, run["count"]),
-        "%.2f seq/s" % run["overall"],
-        "%.0f%% of fwd" % (100.0 * run["overall"] / forward))
-    row("end to end k=%d, process wall time" % k, "%.1f s" % run["wall"])
-  row("bytes per input record", "%.0f" % input_bytes)
+    runs = end_to_end[k]
+    best = max(run["steady"] for run in runs)
+    median = median_run(runs, "steady")
+    row("end to end k=%d, seq/s" % k, "%.2f" % best, "%.2f" % median,
+        percent(best, plain.best(), "fwd"),
+        percent(median, plain.median(), "fwd"))
+
+  print("\nBy process CPU time, over all rounds:")
+  print("%-40s %13s %13s" % ("row", "per CPU s", "ratio"))
+  print("%-40s %13.1f" % ("float32 GEMM, GFLOP", peak.per_cpu_second() / 1e9))
+  for name, label in labels.items():
+    speeds = forward[name]
+    print("%-40s %13.2f %13s" % (
+        label + ", seq", speeds.per_cpu_second(),
+        percent(speeds.per_cpu_second() * flops, peak.per_cpu_second(),
+                "peak")))
   for k in TOP_KS:
-    row("bytes per output record k=%d" % k,
-        "%.0f" % runs[k]["bytes_per_record"])
+    per_cpu = median_run(end_to_end[k], "steady_per_cpu")
+    print("%-40s %13.2f %13s" % (
+        "end to end k=%d (median), seq" % k, per_cpu,
+        percent(per_cpu, plain.per_cpu_second(), "fwd")))
+
+  print("\nEnd to end, medians over rounds:")
+  for k in TOP_KS:
+    runs = end_to_end[k]
+    print("k=%d: %d records, whole loop %.2f seq/s, process wall time %.1f s,"
+          " %.0f bytes per output record (input: %.0f)" % (
+              k, runs[0]["count"], median_run(runs, "overall"),
+              median_run(runs, "wall"), runs[0]["bytes_per_record"],
+              input_bytes))
 
 
 if __name__ == "__main__":
