@@ -23,7 +23,9 @@ the best run against the best run, and the median against the median. Rows:
     throughput it logs after its first batch (the first batch carries the
     one-off graph optimisation, as the warm-up batch does for forward only),
     the same per second of the process's CPU time (from its log), and the
-    wall time of the whole process including start-up;
+    wall time of the whole process including start-up. Each run's figure
+    is already a mean over its batches, so its best is closer to its median
+    than a single batch's is: compare the medians;
   * bytes per output record (TFRecord framing included) for k = 10 and 100.
 
 Each speed is also given per second of process CPU time over all rounds,
