@@ -54,6 +54,7 @@ import command_line  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import produce_teacher_labels  # pylint: disable=g-import-not-at-top
 import record_format  # pylint: disable=g-import-not-at-top
+import synthetic  # pylint: disable=g-import-not-at-top
 
 tf1 = tf.compat.v1
 
@@ -75,13 +76,7 @@ PREDICTIONS = 20
 BENCH_BATCH_SIZE = 32
 TOP_KS = (10, 100)
 
-BERT_BASE = {
-    "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "intermediate_size": 3072,
-    "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512,
-    "type_vocab_size": 2, "initializer_range": 0.02,
-}
+BERT_BASE = synthetic.bert_config_dict(12, 768)
 
 CHILD_ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                  PYTHONPATH=REPO)
@@ -113,21 +108,9 @@ def save_random_teacher(config, prefix):
 
 def random_records(count, vocab_size, seed=0):
   """Serialized full-length pretraining records with random tokens."""
-  rng = np.random.RandomState(seed)
-  records = []
-  for _ in range(count):
-    input_ids = rng.randint(5, vocab_size, size=SEQ_LENGTH)
-    input_ids[0], input_ids[-1] = 2, 3
-    positions = np.sort(rng.choice(np.arange(1, SEQ_LENGTH - 1), PREDICTIONS,
-                                   replace=False))
-    example = record_format.make_pretraining_example(
-        input_ids=input_ids, input_mask=[1] * SEQ_LENGTH,
-        segment_ids=[0] * (SEQ_LENGTH // 2) + [1] * (SEQ_LENGTH // 2),
-        masked_lm_positions=positions, masked_lm_ids=input_ids[positions],
-        masked_lm_weights=[1.0] * PREDICTIONS,
-        next_sentence_label=int(rng.randint(2)))
-    records.append(example.SerializeToString())
-  return records
+  return [example.SerializeToString() for example in
+          synthetic.full_length_examples(count, vocab_size, SEQ_LENGTH,
+                                         PREDICTIONS, seed)]
 
 
 class Speeds(object):

@@ -30,10 +30,13 @@ import time
 
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import command_line  # pylint: disable=g-import-not-at-top
+import record_format  # pylint: disable=g-import-not-at-top
+import synthetic  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_integer("batch", 8, "Global batch size (sequences per step).")
 flags.DEFINE_integer("timed_steps", 3,
@@ -45,7 +48,7 @@ flags.DEFINE_string("work_dir", None,
 
 FLAGS = flags.FLAGS
 
-VOCAB_SIZE = 30522
+VOCAB_SIZE = synthetic.BERT_VOCAB_SIZE
 MAX_SEQ_LENGTH = 128
 MAX_PREDICTIONS = 20
 TOP_K = 10
@@ -53,34 +56,13 @@ WARMUP_STEPS = 2  # ThroughputHook's skip_steps.
 VENV_BIN = os.path.dirname(sys.executable)
 
 
-def student_config(layers, hidden):
-  """A BERT config with BERT-Base's vocab and proportions."""
-  return {
-      "vocab_size": VOCAB_SIZE, "hidden_size": hidden,
-      "num_hidden_layers": layers, "num_attention_heads": hidden // 64,
-      "intermediate_size": 4 * hidden, "hidden_act": "gelu",
-      "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-      "max_position_embeddings": 512, "type_vocab_size": 2,
-      "initializer_range": 0.02,
-  }
-
-
 def write_records(path, num_records, seed=0):
   """Random distillation records of the full size (seq 128, top-10)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import record_format  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(seed)
+  examples = synthetic.full_length_examples(
+      num_records, VOCAB_SIZE, MAX_SEQ_LENGTH, MAX_PREDICTIONS, seed)
   with tf.io.TFRecordWriter(path) as writer:
-    for _ in range(num_records):
-      ids = rng.randint(1000, VOCAB_SIZE, size=MAX_SEQ_LENGTH)
-      ids[0], ids[-1] = 101, 102
-      positions = sorted(rng.choice(np.arange(1, MAX_SEQ_LENGTH - 1),
-                                    MAX_PREDICTIONS, replace=False))
-      example = record_format.make_pretraining_example(
-          [int(x) for x in ids], [1] * MAX_SEQ_LENGTH,
-          [0] * 64 + [1] * 64, [int(p) for p in positions],
-          [int(ids[p]) for p in positions], [1.0] * MAX_PREDICTIONS,
-          int(rng.randint(0, 2)))
+    for example in examples:
       probs = np.sort(rng.dirichlet(np.ones(TOP_K)) * 0.9)[::-1]
       indices = np.concatenate([rng.choice(VOCAB_SIZE, TOP_K, replace=False)
                                 for _ in range(MAX_PREDICTIONS)])
@@ -147,7 +129,7 @@ def main(_):
       layers, hidden = (int(x) for x in student.split("x"))
       config_path = os.path.join(work_dir, "student_%s.json" % student)
       with open(config_path, "w") as f:
-        json.dump(student_config(layers, hidden), f)
+        json.dump(synthetic.bert_config_dict(layers, hidden), f)
       setups = [
           ("1 process, default threads", None, 1),
           ("1 process, 2 threads", 2, 1),
