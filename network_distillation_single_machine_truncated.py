@@ -19,24 +19,27 @@ records this is ordinary BERT pretraining.
 
 network_distillation_distributed_truncated.py runs this same code under
 Horovod; everything that differs between the two lives in a Distribution.
+
+This script keeps the flags, the model_fn and the run loop. The losses and
+metrics live in distillation.py, the student's initialisation from a teacher
+in student_init.py, the input pipeline and record checks in
+training_input.py, and the hooks in training_hooks.py.
 """
 
-import hashlib
 import json
 import os
-import re
-import sys
-import threading
-import time
 
 from absl import flags
-import numpy as np
 import tensorflow as tf
 
 import command_line
+import distillation
 import modeling
 import optimization
 import record_format
+import student_init
+import training_hooks
+import training_input
 
 tf1 = tf.compat.v1
 
@@ -154,9 +157,6 @@ flags.DEFINE_integer(
 
 FLAGS = flags.FLAGS
 
-TIMEOUT_EXIT_STATUS = 3
-
-
 InputError = command_line.InputError
 
 
@@ -194,314 +194,7 @@ class Distribution(object):
 
 
 # ---------------------------------------------------------------------------
-# Losses.
-
-
-def tempered_distribution(probs, temperature):
-  """Returns probs^(1/T) normalised over the last axis (zeros stay zero)."""
-  tempered = tf.pow(probs, 1.0 / temperature)
-  return tf.math.divide_no_nan(
-      tempered, tf.reduce_sum(tempered, axis=-1, keepdims=True))
-
-
-def log_rest_probability(scaled_logits, top_k_indices):
-  """log of the softmax mass outside `top_k_indices`, per row.
-
-  Computed as logsumexp over the other logits minus logsumexp over all, which
-  stays accurate when the rest is small (1 - sum(top-k) would cancel).
-  """
-  rows = tf.shape(top_k_indices)[0]
-  k = tf.shape(top_k_indices)[1]
-  row_ids = tf.tile(tf.expand_dims(tf.range(rows), 1), [1, k])
-  coordinates = tf.stack([row_ids, top_k_indices], axis=-1)
-  in_top_k = tf.scatter_nd(coordinates, tf.ones_like(top_k_indices,
-                                                     tf.float32),
-                           tf.shape(scaled_logits)) > 0
-  rest_logits = tf.where(in_top_k, tf.fill(tf.shape(scaled_logits), -1e9),
-                         scaled_logits)
-  log_rest = (tf.reduce_logsumexp(rest_logits, axis=-1) -
-              tf.reduce_logsumexp(scaled_logits, axis=-1))
-  # Only reachable when the top-k covers (nearly) the whole vocabulary.
-  return tf.maximum(log_rest, np.log(1e-12))
-
-
-def soft_cross_entropy(student_logits, teacher_probs, top_k_indices=None,
-                       kd_target="truncated", temperature=1.0):
-  """Per-row cross-entropy of the student at T against the teacher's target.
-
-  Not yet scaled by T^2. The teacher's probabilities were stored at T = 1;
-  p^(1/T) renormalised equals the teacher's softmax at T over the same set.
-
-  Args:
-    student_logits: [n, vocab] float logits.
-    teacher_probs: [n, k] top-k probabilities, or [n, vocab] (or [n, 2] for
-      next sentence) full distributions when top_k_indices is None.
-    top_k_indices: [n, k] int vocabulary ids of teacher_probs, or None.
-    kd_target: "truncated" (t_i = p_i^(1/T) * sum(p) / sum(p^(1/T)), which
-      is the stored p at T = 1), "renormalized" (t = normalise(p^(1/T))) or
-      "residual" (k + 1 buckets: top-k and the rest of the vocabulary).
-      Ignored for full distributions, which are tempered and normalised.
-    temperature: T > 0.
-
-  Returns:
-    [n] float losses.
-  """
-  teacher_probs = tf.stop_gradient(tf.cast(teacher_probs, tf.float32))
-  scaled_logits = student_logits / temperature
-  log_student = tf.nn.log_softmax(scaled_logits, axis=-1)
-  if top_k_indices is None:
-    target = tempered_distribution(teacher_probs, temperature)
-    return -tf.reduce_sum(target * log_student, axis=-1)
-
-  top_k_indices = tf.cast(top_k_indices, tf.int32)
-  log_student_top_k = tf.gather(log_student, top_k_indices, batch_dims=1)
-  if kd_target == "residual":
-    teacher_rest = tf.maximum(
-        1.0 - tf.reduce_sum(teacher_probs, axis=-1, keepdims=True), 0.0)
-    target = tempered_distribution(
-        tf.concat([teacher_probs, teacher_rest], axis=-1), temperature)
-    log_student_rest = log_rest_probability(scaled_logits, top_k_indices)
-    log_student_buckets = tf.concat(
-        [log_student_top_k, tf.expand_dims(log_student_rest, -1)], axis=-1)
-    return -tf.reduce_sum(target * log_student_buckets, axis=-1)
-  if kd_target == "renormalized":
-    target = tempered_distribution(teacher_probs, temperature)
-  elif kd_target == "truncated":
-    # Same shape as the tempered teacher but the original's (partial) mass.
-    target = tempered_distribution(teacher_probs, temperature) * (
-        tf.reduce_sum(teacher_probs, axis=-1, keepdims=True))
-  else:
-    raise ValueError("Unknown kd_target %r" % kd_target)
-  return -tf.reduce_sum(target * log_student_top_k, axis=-1)
-
-
-def weighted_mean(values, weights):
-  """sum(values * weights) / (sum(weights) + 1e-5), as Google's BERT does."""
-  weights = tf.cast(weights, tf.float32)
-  return tf.reduce_sum(values * weights) / (tf.reduce_sum(weights) + 1e-5)
-
-
-def masked_lm_soft_loss(student_logits, teacher_probs, top_k_indices, weights,
-                        kd_target="truncated", temperature=1.0):
-  """The soft masked-LM loss: T^2 * weighted mean of soft_cross_entropy."""
-  per_position = soft_cross_entropy(student_logits, teacher_probs,
-                                    top_k_indices, kd_target, temperature)
-  return temperature ** 2 * weighted_mean(per_position, weights)
-
-
-def teacher_top1(teacher_probs, top_k_indices):
-  """The teacher's most probable vocabulary id per row."""
-  best = tf.argmax(teacher_probs, axis=-1, output_type=tf.int32)
-  if top_k_indices is None:
-    return best
-  return tf.gather(tf.cast(top_k_indices, tf.int32), best, batch_dims=1)
-
-
-class LossOptions(object):
-  """The loss flags: temperature, kd_target, weights and nsp_loss."""
-
-  def __init__(self, temperature=1.0, kd_target="truncated",
-               soft_label_weight=1.0, hard_label_weight=0.0, nsp_loss="hard"):
-    self.temperature = temperature
-    self.kd_target = kd_target
-    self.soft_label_weight = soft_label_weight
-    self.hard_label_weight = hard_label_weight
-    self.nsp_loss = nsp_loss
-
-  @property
-  def needs_teacher_labels(self):
-    """Whether the training loss reads the teacher's labels."""
-    return self.soft_label_weight > 0 or self.nsp_loss == "soft"
-
-
-def teacher_labels(features, max_predictions_per_seq):
-  """Returns (probs [batch*n, k or vocab], indices or None, nsp probs) or None.
-
-  None when the records carry no teacher labels.
-  """
-  if record_format.TRUNCATED_PROBS in features:
-    k = features[record_format.TRUNCATED_PROBS].shape[-1] // (
-        max_predictions_per_seq)
-    probs = tf.reshape(features[record_format.TRUNCATED_PROBS], [-1, k])
-    indices = tf.reshape(features[record_format.TOP_K_INDICES], [-1, k])
-  elif record_format.FULL_PROBS in features:
-    width = features[record_format.FULL_PROBS].shape[-1] // (
-        max_predictions_per_seq)
-    probs = tf.reshape(features[record_format.FULL_PROBS], [-1, width])
-    indices = None
-  else:
-    return None
-  return probs, indices, features[record_format.NEXT_SENTENCE_PROBS]
-
-
-def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
-                   max_predictions_per_seq, with_teacher_terms):
-  """Returns a dict of scalar losses, "total" being the one to minimise.
-
-  Keys: masked_lm_loss (hard), next_sentence_loss (hard), kd_loss (when the
-  teacher's labels are present and wanted), next_sentence_soft_loss
-  (likewise), total.
-  """
-  weights = tf.reshape(features["masked_lm_weights"], [-1])
-  masked_lm_ids = tf.reshape(features["masked_lm_ids"], [-1])
-  next_sentence_labels = tf.reshape(features["next_sentence_labels"], [-1])
-  losses = {
-      "masked_lm_loss": weighted_mean(
-          tf.nn.sparse_softmax_cross_entropy_with_logits(
-              labels=masked_lm_ids, logits=masked_lm_logits), weights),
-      "next_sentence_loss": tf.reduce_mean(
-          tf.nn.sparse_softmax_cross_entropy_with_logits(
-              labels=next_sentence_labels, logits=next_sentence_logits)),
-  }
-  labels = teacher_labels(features, max_predictions_per_seq)
-  if labels is not None and with_teacher_terms:
-    probs, indices, next_sentence_probs = labels
-    losses["kd_loss"] = masked_lm_soft_loss(
-        masked_lm_logits, probs, indices, weights, options.kd_target,
-        options.temperature)
-    losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
-        tf.reduce_mean(soft_cross_entropy(
-            next_sentence_logits, next_sentence_probs,
-            temperature=options.temperature)))
-
-  total = tf.constant(0.0)
-  if options.soft_label_weight > 0:
-    total += options.soft_label_weight * losses["kd_loss"]
-  if options.hard_label_weight > 0:
-    total += options.hard_label_weight * losses["masked_lm_loss"]
-  if options.nsp_loss == "hard":
-    total += losses["next_sentence_loss"]
-  elif options.nsp_loss == "soft":
-    total += losses["next_sentence_soft_loss"]
-  losses["total"] = total
-  return losses
-
-
-def eval_metric_ops(features, masked_lm_logits, next_sentence_logits, losses,
-                    max_predictions_per_seq):
-  """The evaluation metric ops (README: "Reading TensorBoard and
-  eval_results.txt")."""
-  weights = tf.reshape(features["masked_lm_weights"], [-1])
-  predictions = tf.argmax(masked_lm_logits, axis=-1, output_type=tf.int32)
-  masked_lm_ids = tf.cast(tf.reshape(features["masked_lm_ids"], [-1]),
-                          tf.int32)
-  next_sentence_labels = tf.reshape(features["next_sentence_labels"], [-1])
-  batch = tf.shape(next_sentence_labels)[0]
-  # Each batch's loss weighs by its masked positions (or sequences), so the
-  # metric is the mean over the whole evaluation set.
-  metrics = {
-      "masked_lm_accuracy": tf1.metrics.accuracy(
-          masked_lm_ids, predictions, weights=weights),
-      "masked_lm_loss": tf1.metrics.mean(losses["masked_lm_loss"],
-                                         weights=tf.reduce_sum(weights)),
-      "next_sentence_accuracy": tf1.metrics.accuracy(
-          next_sentence_labels,
-          tf.argmax(next_sentence_logits, axis=-1)),
-      "next_sentence_loss": tf1.metrics.mean(losses["next_sentence_loss"],
-                                             weights=batch),
-  }
-  labels = teacher_labels(features, max_predictions_per_seq)
-  if labels is not None:
-    probs, indices, _ = labels
-    metrics["teacher_top1_agreement"] = tf1.metrics.accuracy(
-        teacher_top1(probs, indices), predictions, weights=weights)
-    metrics["kd_loss"] = tf1.metrics.mean(losses["kd_loss"],
-                                          weights=tf.reduce_sum(weights))
-  return metrics
-
-
-# ---------------------------------------------------------------------------
-# Student initialisation.
-
-
-def parse_layer_map(text):
-  """Parses --init_layer_map ("0,2,4") into a list of ints ([] if empty)."""
-  if not text.strip():
-    return []
-  try:
-    return [int(part) for part in text.split(",")]
-  except ValueError:
-    raise InputError("--init_layer_map must be comma-separated integers, got "
-                     "%r" % text)
-
-
-def checkpoint_name_for(student_name, layer_map):
-  """The checkpoint variable that initialises `student_name`."""
-  match = re.match(r"^(.*/encoder/)layer_(\d+)(/.*)$", student_name)
-  if not layer_map or not match:
-    return student_name
-  return "%slayer_%d%s" % (match.group(1), layer_map[int(match.group(2))],
-                           match.group(3))
-
-
-def init_student_from_checkpoint(tvars, init_checkpoint, layer_map=None,
-                                 skip_mismatched=False):
-  """Initialises the student's variables from a (teacher) checkpoint.
-
-  Without layer_map, variables load by name (the original behaviour). With
-  it, student layer i loads teacher layer layer_map[i]; other variables
-  (embeddings, pooler, heads) load by name. Variables that the checkpoint
-  lacks keep their random initialisation (and are logged).
-
-  Returns {student variable name: checkpoint name} of what was loaded.
-
-  Raises:
-    InputError: on a shape mismatch (unless skip_mismatched), or a layer map
-      that does not fit the student or the teacher.
-  """
-  checkpoint_shapes = dict(tf.train.list_variables(init_checkpoint))
-  layer_map = layer_map or []
-  if layer_map:
-    student_layers = {int(m.group(1)) for m in (
-        re.search(r"/encoder/layer_(\d+)/", var.name) for var in tvars) if m}
-    teacher_layers = {int(m.group(1)) for m in (
-        re.search(r"/encoder/layer_(\d+)/", name)
-        for name in checkpoint_shapes) if m}
-    if len(layer_map) != len(student_layers):
-      raise InputError(
-          "--init_layer_map has %d entries but the student (--bert_config_file)"
-          " has %d layers" % (len(layer_map), len(student_layers)))
-    unknown = sorted(set(layer_map) - teacher_layers)
-    if unknown:
-      raise InputError(
-          "--init_layer_map names teacher layers %s, but --init_checkpoint %s "
-          "has layers 0..%d" % (unknown, init_checkpoint,
-                                max(teacher_layers or {-1})))
-
-  loaded, missing, mismatched = {}, [], []
-  for var in tvars:
-    name = re.sub(r":\d+$", "", var.name)
-    source = checkpoint_name_for(name, layer_map)
-    if source not in checkpoint_shapes:
-      missing.append(name)
-    elif list(checkpoint_shapes[source]) != var.shape.as_list():
-      mismatched.append("%s: student %s, checkpoint %s %s" % (
-          name, var.shape.as_list(), source, list(checkpoint_shapes[source])))
-    else:
-      # One call per variable: a teacher layer may feed several students.
-      tf1.train.init_from_checkpoint(init_checkpoint, {source: var})
-      loaded[name] = source
-
-  if mismatched and not skip_mismatched:
-    raise InputError(
-        "--init_checkpoint %s does not fit the student (--bert_config_file); "
-        "shape mismatch:\n  %s\nPass --init_skip_mismatched to leave these "
-        "variables randomly initialised." % (init_checkpoint,
-                                             "\n  ".join(mismatched)))
-  for name, source in sorted(loaded.items()):
-    tf1.logging.info("  init %s <- %s", name, source)
-  if mismatched:
-    tf1.logging.warning("Shape mismatch, left random (--init_skip_mismatched)"
-                        ":\n  %s", "\n  ".join(mismatched))
-  if missing:
-    tf1.logging.warning("Not in --init_checkpoint, left random: %s", missing)
-  tf1.logging.info("Initialised %d of %d variables from %s", len(loaded),
-                   len(tvars), init_checkpoint)
-  return loaded
-
-
-# ---------------------------------------------------------------------------
-# Model and input.
+# Model.
 
 
 def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
@@ -523,12 +216,12 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     stats["params"] = modeling.count_parameters(tvars)
     # Under Horovod, rank 0 loads and BroadcastGlobalVariablesHook copies.
     if init_checkpoint and distribution.is_chief:
-      init_student_from_checkpoint(tvars, init_checkpoint, layer_map,
+      student_init.init_student_from_checkpoint(tvars, init_checkpoint, layer_map,
                                    skip_mismatched)
 
     # Training skips the teacher terms it does not use (they cost a vocab-
     # sized softmax pass); evaluation reports them whenever labels exist.
-    losses = compute_losses(
+    losses = distillation.compute_losses(
         options, features, masked_lm_logits, next_sentence_logits,
         max_predictions_per_seq,
         with_teacher_terms=not is_training or options.needs_teacher_labels)
@@ -545,295 +238,12 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     if mode == tf.estimator.ModeKeys.EVAL:
       return tf.estimator.EstimatorSpec(
           mode, loss=losses["total"],
-          eval_metric_ops=eval_metric_ops(
+          eval_metric_ops=distillation.eval_metric_ops(
               features, masked_lm_logits, next_sentence_logits, losses,
               max_predictions_per_seq))
     raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
 
   return model_fn
-
-
-def input_fn_builder(input_files, batch_size, max_seq_length,
-                     max_predictions_per_seq, label_spec, is_training,
-                     num_shards=1, shard_index=0):
-  """Returns an input_fn reading (distillation or pretraining) records.
-
-  label_spec is the teacher label parsing spec (record_format), or None to
-  read the pretraining features only. Training shards the files by
-  shard_index (or the records, when there are fewer files than shards),
-  shuffles, and repeats whole epochs.
-  """
-  spec = record_format.pretraining_feature_spec(max_seq_length,
-                                                max_predictions_per_seq)
-  spec.update(label_spec or {})
-  files = list(input_files)
-
-  def decode(record):
-    """Parses one record; int64 becomes int32 as the model expects."""
-    example = tf.io.parse_single_example(record, spec)
-    return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
-            else value for name, value in example.items()}
-
-  def input_fn(params):  # pylint: disable=unused-argument
-    """The tf.data pipeline."""
-    if not is_training:
-      dataset = tf.data.TFRecordDataset(files)
-    elif num_shards > 1 and len(files) < num_shards:
-      # Fixed order on every rank, so the record shards are disjoint.
-      tf1.logging.info("Shard %d of %d: every %d-th record of %d file(s)",
-                       shard_index, num_shards, num_shards, len(files))
-      dataset = tf.data.TFRecordDataset(files).shard(num_shards, shard_index)
-    else:
-      my_files = files[shard_index::num_shards]
-      if num_shards > 1:
-        tf1.logging.info("Shard %d of %d: files %s", shard_index, num_shards,
-                         ", ".join(my_files))
-      dataset = tf.data.Dataset.from_tensor_slices(my_files)
-      dataset = dataset.shuffle(len(my_files))
-      dataset = dataset.interleave(
-          tf.data.TFRecordDataset, cycle_length=min(4, len(my_files)),
-          num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    if is_training:
-      # Shuffle before repeat: every epoch is seen whole before the next.
-      dataset = dataset.shuffle(1000).repeat()
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=is_training)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-  return input_fn
-
-
-# ---------------------------------------------------------------------------
-# Input checks.
-
-
-def expand_files(patterns, flag_name):
-  """Expands a glob/comma list, or raises InputError naming the flag."""
-  try:
-    return record_format.expand_input_files(patterns or "")
-  except ValueError:
-    raise InputError("%s %r matches no files" % (flag_name, patterns))
-
-
-def _first_examples(path, count):
-  """The first `count` records of `path` as tf.train.Example."""
-  examples = []
-  for raw in tf1.io.tf_record_iterator(path):
-    examples.append(tf.train.Example.FromString(raw))
-    if len(examples) == count:
-      break
-  return examples
-
-
-def _max_int(examples, name):
-  """The largest value of int64 feature `name` over `examples`."""
-  return max(max(example.features.feature[name].int64_list.value or [0])
-             for example in examples)
-
-
-def check_input_files(files, flag_name, max_seq_length,
-                      max_predictions_per_seq, truncation_factor, vocab_size,
-                      needs_teacher_labels):
-  """Checks the first records of files[0] against the flags.
-
-  Returns True when the records hold teacher labels (then they match
-  --truncation_factor and the student's vocab_size).
-
-  Raises:
-    InputError: with a message naming the flag to fix.
-  """
-  path = files[0]
-  try:
-    described = record_format.describe_record(path)
-  except ValueError as error:
-    raise InputError("%s: %s" % (flag_name, error))
-
-  def length(name):
-    return described.get(name, (None, None))[1]
-
-  if "input_ids" not in described:
-    raise InputError("%s: %s is not a pretraining/distillation record file "
-                     "(no input_ids)" % (flag_name, path))
-  if length("input_ids") != max_seq_length:
-    raise InputError(
-        "--max_seq_length is %d but %s holds sequences of length %d; pass "
-        "--max_seq_length %d" % (max_seq_length, path, length("input_ids"),
-                                 length("input_ids")))
-  if length("masked_lm_positions") != max_predictions_per_seq:
-    raise InputError(
-        "--max_predictions_per_seq is %d but %s holds %d predictions per "
-        "sequence; pass --max_predictions_per_seq %d" % (
-            max_predictions_per_seq, path, length("masked_lm_positions"),
-            length("masked_lm_positions")))
-
-  if record_format.TRUNCATED_PROBS in described:
-    held = length(record_format.TRUNCATED_PROBS) // max_predictions_per_seq
-    holds = "top-%d teacher labels (truncation_factor %d)" % (held, held)
-  elif record_format.FULL_PROBS in described:
-    held = 0
-    width = length(record_format.FULL_PROBS) // max_predictions_per_seq
-    holds = ("full teacher distributions over %d tokens (truncation_factor 0)"
-             % width)
-  else:
-    if needs_teacher_labels:
-      raise InputError(
-          "%s: %s holds no teacher labels; run produce_teacher_labels.py "
-          "first (or train on hard labels only: --soft_label_weight 0 "
-          "--nsp_loss hard|none)" % (flag_name, path))
-    held = None
-
-  examples = _first_examples(path, 32)
-  largest = max(_max_int(examples, "input_ids"),
-                _max_int(examples, "masked_lm_ids"))
-  if largest >= vocab_size:
-    raise InputError(
-        "%s holds token id %d but the student's vocab_size "
-        "(--bert_config_file) is %d" % (path, largest, vocab_size))
-  if held is None:
-    return False
-
-  if held != truncation_factor:
-    raise InputError("--truncation_factor is %d but %s holds %s; pass "
-                     "--truncation_factor %d" % (truncation_factor, path,
-                                                 holds, held))
-  if held == 0 and width != vocab_size:
-    raise InputError(
-        "%s holds %s but the student's vocab_size (--bert_config_file) is %d;"
-        " student and teacher must share the vocabulary" % (path, holds,
-                                                            vocab_size))
-  if held > 0:
-    largest = _max_int(examples, record_format.TOP_K_INDICES)
-    if largest >= vocab_size:
-      raise InputError(
-          "%s: the teacher labels hold token index %d but the student's "
-          "vocab_size (--bert_config_file) is %d; student and teacher must "
-          "share the vocabulary" % (path, largest, vocab_size))
-  return True
-
-
-# ---------------------------------------------------------------------------
-# Hooks.
-
-
-class StepTimeoutHook(tf1.train.SessionRunHook):
-  """Aborts the process when no training step finishes in time.
-
-  A watchdog thread starts when the session is ready. If `timeout_secs` pass
-  without a finished step (a hung input, or a Horovod peer that hangs
-  instead of dying) it logs why and calls os._exit, so that mpirun or
-  horovodrun tear the job down instead of waiting forever. The clock runs
-  from session creation, so it also covers a rank waiting in the initial
-  broadcast (e.g. for rank 0 to finish an --eval_every_steps evaluation).
-  """
-
-  def __init__(self, timeout_secs):
-    self._timeout_secs = timeout_secs
-    self._last_progress = time.time()
-    self._stop = None
-
-  def after_create_session(self, session, coord):
-    self._last_progress = time.time()
-    # A fresh event per session, so an old watchdog never wakes up again.
-    self._stop = threading.Event()
-    threading.Thread(target=self._watch, args=(self._stop,),
-                     daemon=True).start()
-
-  def after_run(self, run_context, run_values):
-    self._last_progress = time.time()
-
-  def end(self, session):
-    if self._stop is not None:
-      self._stop.set()
-
-  def _watch(self, stop):
-    """Checks a few times per timeout; exits the process on a stall."""
-    while not stop.wait(min(1.0, self._timeout_secs / 4.0)):
-      waited = time.time() - self._last_progress
-      if waited > self._timeout_secs:
-        message = ("No training step finished in %.0f s (--step_timeout_secs "
-                   "%d): a worker or the input is stuck. Aborting; rerun the "
-                   "same command to resume from the last checkpoint." % (
-                       waited, self._timeout_secs))
-        tf1.logging.error(message)
-        sys.stderr.write("ERROR: %s\n" % message)
-        sys.stderr.flush()
-        os._exit(TIMEOUT_EXIT_STATUS)  # pylint: disable=protected-access
-
-
-class ThroughputHook(tf1.train.SessionRunHook):
-  """Measures training sequences/s, leaving out each session's first steps.
-
-  The clock starts after `skip_steps` steps of a session (graph optimisation
-  and warm-up happen there) and stops at the session's last step; in between
-  it covers everything (input, summaries, periodic checkpoints). Logs the
-  rate every `every_n_steps` steps. Totals accumulate over several
-  estimator.train calls; `seconds` is the wall time of the sessions.
-  """
-
-  def __init__(self, sequences_per_step, every_n_steps, skip_steps=2):
-    self._sequences_per_step = sequences_per_step
-    self._every_n_steps = max(1, every_n_steps)
-    self._skip_steps = skip_steps
-    self.steps = 0
-    self.seconds = 0.0
-    self.timed_steps = 0
-    self.timed_seconds = 0.0
-
-  def after_create_session(self, session, coord):
-    self._session_start = time.time()
-    self._session_steps = 0
-    self._mark = None
-    self._last_step_end = None
-
-  def after_run(self, run_context, run_values):
-    self._session_steps += 1
-    self.steps += 1
-    self._last_step_end = time.time()
-    if self._session_steps == self._skip_steps:
-      self._mark = self._last_step_end
-    elif self._mark is not None and self.steps % self._every_n_steps == 0:
-      tf1.logging.info("%.1f sequences/s", self._sequences_per_step * (
-          self._session_steps - self._skip_steps) / (
-              self._last_step_end - self._mark))
-
-  def end(self, session):
-    self.seconds += time.time() - self._session_start
-    if self._mark is not None and self._session_steps > self._skip_steps:
-      self.timed_steps += self._session_steps - self._skip_steps
-      self.timed_seconds += self._last_step_end - self._mark
-
-  def sequences_per_second(self):
-    """The measured rate; falls back to all steps if too few were timed."""
-    if self.timed_steps and self.timed_seconds > 0:
-      return self._sequences_per_step * self.timed_steps / self.timed_seconds
-    if self.seconds > 0:
-      return self._sequences_per_step * self.steps / self.seconds
-    return 0.0
-
-
-class VariablesChecksumHook(tf1.train.SessionRunHook):
-  """Logs a checksum of all global variables when training ends.
-
-  Ranks of a Horovod job must end with identical variables; comparing the
-  logged lines checks that.
-  """
-
-  def __init__(self, rank):
-    self._rank = rank
-
-  def begin(self):
-    self._variables = sorted(tf1.global_variables(), key=lambda v: v.name)
-
-  def end(self, session):
-    values = session.run(self._variables)
-    digest = hashlib.sha256()
-    total = 0.0
-    for value in values:
-      value = np.asarray(value)
-      digest.update(value.tobytes())
-      total += float(np.sum(value, dtype=np.float64))
-    tf1.logging.info("rank %d variables checksum: sha256=%s sum=%.10g",
-                     self._rank, digest.hexdigest(), total)
 
 
 # ---------------------------------------------------------------------------
@@ -916,15 +326,15 @@ def check_flags():
 
 def loss_options_from_flags():
   """LossOptions from the flags."""
-  return LossOptions(FLAGS.temperature, FLAGS.kd_target,
+  return distillation.LossOptions(FLAGS.temperature, FLAGS.kd_target,
                      FLAGS.soft_label_weight, FLAGS.hard_label_weight,
                      FLAGS.nsp_loss)
 
 
 def checked_input(patterns, flag_name, bert_config, options):
   """Expands and checks input files; returns (files, label spec or None)."""
-  files = expand_files(patterns, flag_name)
-  has_labels = check_input_files(
+  files = training_input.expand_files(patterns, flag_name)
+  has_labels = training_input.check_input_files(
       files, flag_name, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
       FLAGS.truncation_factor, bert_config.vocab_size,
       options.needs_teacher_labels)
@@ -987,7 +397,7 @@ def run(distribution):
         "--bert_config_file" % (FLAGS.max_seq_length,
                                 bert_config.max_position_embeddings))
   options = loss_options_from_flags()
-  layer_map = parse_layer_map(FLAGS.init_layer_map)
+  layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
   if layer_map and not FLAGS.init_checkpoint:
     raise InputError("--init_layer_map needs --init_checkpoint (the teacher)")
 
@@ -1022,7 +432,7 @@ def run(distribution):
   def evaluate():
     """Evaluates the latest checkpoint; writes eval_results.txt."""
     results = estimator.evaluate(
-        input_fn=input_fn_builder(
+        input_fn=training_input.input_fn_builder(
             eval_files, FLAGS.eval_batch_size, FLAGS.max_seq_length,
             FLAGS.max_predictions_per_seq, eval_label_spec,
             is_training=False),
@@ -1033,15 +443,15 @@ def run(distribution):
 
   evaluated = False
   if FLAGS.do_train:
-    throughput = ThroughputHook(FLAGS.train_batch_size * distribution.size,
+    throughput = training_hooks.ThroughputHook(FLAGS.train_batch_size * distribution.size,
                                 FLAGS.iterations_per_loop)
-    hooks = [throughput, VariablesChecksumHook(distribution.rank)]
+    hooks = [throughput, training_hooks.VariablesChecksumHook(distribution.rank)]
     if FLAGS.step_timeout_secs:
       # First, so that it also watches the other hooks' session setup.
-      hooks.insert(0, StepTimeoutHook(FLAGS.step_timeout_secs))
+      hooks.insert(0, training_hooks.StepTimeoutHook(FLAGS.step_timeout_secs))
     evaluated = train(
         estimator,
-        input_fn_builder(
+        training_input.input_fn_builder(
             train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
             FLAGS.max_predictions_per_seq, train_label_spec,
             is_training=True, num_shards=distribution.size,

@@ -22,7 +22,11 @@ import tensorflow as tf
 import conftest
 import modeling
 import record_format
+import distillation
 import network_distillation_single_machine_truncated as trainer
+import student_init
+import training_hooks
+import training_input
 
 tf1 = tf.compat.v1
 
@@ -267,10 +271,10 @@ def run_graph(fn):
 def test_top_k_soft_loss_matches_numpy(kd_target, temperature):
   logits, _, _, indices, top_probs, weights = fixed_batch()
   per_position, scalar = run_graph(lambda: (
-      trainer.soft_cross_entropy(tf.constant(logits), tf.constant(top_probs),
+      distillation.soft_cross_entropy(tf.constant(logits), tf.constant(top_probs),
                                  tf.constant(indices), kd_target,
                                  temperature),
-      trainer.masked_lm_soft_loss(tf.constant(logits), tf.constant(top_probs),
+      distillation.masked_lm_soft_loss(tf.constant(logits), tf.constant(top_probs),
                                   tf.constant(indices), tf.constant(weights),
                                   kd_target, temperature)))
   expected = np_soft_loss(logits.astype(np.float64), top_probs, indices,
@@ -285,7 +289,7 @@ def test_top_k_soft_loss_matches_numpy(kd_target, temperature):
 def test_truncated_default_is_the_original_loss():
   """At T = 1 the default is -sum_topk p log q with unnormalised p."""
   logits, _, _, indices, top_probs, _ = fixed_batch()
-  loss = run_graph(lambda: trainer.soft_cross_entropy(
+  loss = run_graph(lambda: distillation.soft_cross_entropy(
       tf.constant(logits), tf.constant(top_probs), tf.constant(indices)))
   log_q = np_log_softmax(logits.astype(np.float64))
   original = -(top_probs * np.take_along_axis(log_q, indices, 1)).sum(-1)
@@ -298,7 +302,7 @@ def test_full_distribution_temperature_equals_teacher_softmax_at_t(
     temperature):
   """k = 0: normalise(p^(1/T)) is the teacher's softmax(u/T)."""
   logits, teacher_logits, teacher_probs, _, _, weights = fixed_batch()
-  loss = run_graph(lambda: trainer.masked_lm_soft_loss(
+  loss = run_graph(lambda: distillation.masked_lm_soft_loss(
       tf.constant(logits), tf.constant(teacher_probs), None,
       tf.constant(weights), temperature=temperature))
   target = np.exp(np_log_softmax(teacher_logits / temperature))
@@ -314,7 +318,7 @@ def test_temperature_t_squared_keeps_gradients_comparable():
 
   def gradient_norm(temperature):
     student = tf.constant(logits)
-    loss = trainer.masked_lm_soft_loss(
+    loss = distillation.masked_lm_soft_loss(
         student, tf.constant(top_probs), tf.constant(indices),
         tf.constant(weights), "renormalized", temperature)
     return tf.norm(tf.gradients(loss, student)[0])
@@ -329,7 +333,7 @@ def test_residual_loss_is_finite_when_top_k_covers_almost_everything():
   logits = np.array([[10.0, 9.0, -30.0]], np.float32)
   probs = np.array([[0.6, 0.4]], np.float32)
   indices = np.array([[0, 1]])
-  loss = run_graph(lambda: trainer.soft_cross_entropy(
+  loss = run_graph(lambda: distillation.soft_cross_entropy(
       tf.constant(logits), tf.constant(probs), tf.constant(indices),
       "residual", 2.0))
   assert np.all(np.isfinite(loss))
@@ -339,7 +343,7 @@ def test_next_sentence_soft_loss_matches_numpy():
   rng = np.random.RandomState(0)
   logits = rng.normal(size=(4, 2)).astype(np.float32)
   probs = np.exp(np_log_softmax(rng.normal(size=(4, 2)))).astype(np.float32)
-  loss = run_graph(lambda: trainer.soft_cross_entropy(
+  loss = run_graph(lambda: distillation.soft_cross_entropy(
       tf.constant(logits), tf.constant(probs), temperature=2.0))
   np.testing.assert_allclose(loss, np_soft_loss(logits, probs, None, None,
                                                 2.0), rtol=1e-5)
@@ -363,13 +367,13 @@ def test_loss_mix_follows_the_weights():
 
   def losses(options):
     tensors = {k: tf.constant(v) for k, v in features.items()}
-    return trainer.compute_losses(options, tensors, tf.constant(logits),
+    return distillation.compute_losses(options, tensors, tf.constant(logits),
                                   tf.constant(nsp_logits), MAX_PRED, True)
 
   mixed, soft_only, hard_nsp = run_graph(lambda: [
-      losses(trainer.LossOptions(2.0, "renormalized", 0.7, 0.3, "soft")),
-      losses(trainer.LossOptions(2.0, "renormalized", 1.0, 0.0, "none")),
-      losses(trainer.LossOptions(1.0, "truncated", 0.0, 1.0, "hard"))])
+      losses(distillation.LossOptions(2.0, "renormalized", 0.7, 0.3, "soft")),
+      losses(distillation.LossOptions(2.0, "renormalized", 1.0, 0.0, "none")),
+      losses(distillation.LossOptions(1.0, "truncated", 0.0, 1.0, "hard"))])
   assert mixed["total"] == pytest.approx(
       0.7 * mixed["kd_loss"] + 0.3 * mixed["masked_lm_loss"] +
       mixed["next_sentence_soft_loss"], rel=1e-5)
@@ -394,7 +398,7 @@ def initialised_values(config_dict, checkpoint, layer_map, **kwargs):
   """Student variable values after init_student_from_checkpoint."""
   with tf.Graph().as_default():
     tvars = build_student(config_dict)
-    loaded = trainer.init_student_from_checkpoint(tvars, checkpoint,
+    loaded = student_init.init_student_from_checkpoint(tvars, checkpoint,
                                                   layer_map, **kwargs)
     with tf1.Session() as session:
       session.run(tf1.global_variables_initializer())
@@ -482,7 +486,7 @@ def check(data, path, **overrides):
               truncation_factor=TOP_K, vocab_size=data["vocab_size"],
               needs_teacher_labels=True)
   args.update(overrides)
-  return trainer.check_input_files([path], "--input_file", **args)
+  return training_input.check_input_files([path], "--input_file", **args)
 
 
 def test_input_checks_accept_good_files(data):
@@ -533,7 +537,7 @@ def test_teacher_index_beyond_student_vocab(data, tmp_path):
 def test_empty_glob_and_empty_file(data, tmp_path):
   with pytest.raises(trainer.InputError, match="--input_file .* matches no "
                      "files"):
-    trainer.expand_files(str(tmp_path / "nothing*.tfrecord"), "--input_file")
+    training_input.expand_files(str(tmp_path / "nothing*.tfrecord"), "--input_file")
   empty = str(tmp_path / "empty.tfrecord")
   open(empty, "w").close()
   with pytest.raises(trainer.InputError, match="holds no records"):
@@ -706,7 +710,7 @@ def test_step_timeout_aborts_a_stuck_run(data, tmp_path):
       data, str(tmp_path / "out"), "--do_train", "True",
       input_file="%s,%s" % (good, stuck),
       step_timeout_secs=3), check=False, timeout=120)
-  assert result.returncode == trainer.TIMEOUT_EXIT_STATUS, result.stderr[-3000:]
+  assert result.returncode == training_hooks.TIMEOUT_EXIT_STATUS, result.stderr[-3000:]
   assert "No training step finished in" in result.stderr
   assert "--step_timeout_secs 3" in result.stderr
   assert time.time() - start < 110
