@@ -5,6 +5,8 @@ compute_losses() for the training loss and eval_metric_ops() for evaluation.
 Each loss has one implementation here; tests check them against numpy.
 """
 
+import collections
+
 import numpy as np
 import tensorflow as tf
 
@@ -50,12 +52,15 @@ def soft_cross_entropy(student_logits, teacher_probs, top_k_indices=None,
 
   Args:
     student_logits: [n, vocab] float logits.
-    teacher_probs: [n, k] top-k probabilities, or [n, vocab] (or [n, 2] for
-      next sentence) full distributions when top_k_indices is None.
+    teacher_probs: [n, k] top-k probabilities or sampled importance weights,
+      or [n, vocab] (or [n, 2] for next sentence) full distributions when
+      top_k_indices is None.
     top_k_indices: [n, k] int vocabulary ids of teacher_probs, or None.
     kd_target: "truncated" (t_i = p_i^(1/T) * sum(p) / sum(p^(1/T)), which
-      is the stored p at T = 1), "renormalized" (t = normalise(p^(1/T))) or
-      "residual" (k + 1 buckets: top-k and the rest of the vocabulary).
+      is the stored p at T = 1), "renormalized" (t = normalise(p^(1/T))),
+      "residual" (k + 1 buckets: top-k and the rest of the vocabulary) or
+      "sampled" (t = the stored weights as they are: they already estimate
+      the teacher's softmax at the label temperature, which must be T).
       Ignored for full distributions, which are tempered and normalised.
     temperature: T > 0.
 
@@ -80,7 +85,10 @@ def soft_cross_entropy(student_logits, teacher_probs, top_k_indices=None,
     log_student_buckets = tf.concat(
         [log_student_top_k, tf.expand_dims(log_student_rest, -1)], axis=-1)
     return -tf.reduce_sum(target * log_student_buckets, axis=-1)
-  if kd_target == "renormalized":
+  if kd_target == "sampled":
+    # Unbiased: E[-sum_i w_i log s_i] = -sum_j p_j log s_j, the full loss.
+    target = teacher_probs
+  elif kd_target == "renormalized":
     target = tempered_distribution(teacher_probs, temperature)
   elif kd_target == "truncated":
     # Same shape as the tempered teacher but the original's (partial) mass.
@@ -103,6 +111,17 @@ def masked_lm_soft_loss(student_logits, teacher_probs, top_k_indices, weights,
   per_position = soft_cross_entropy(student_logits, teacher_probs,
                                     top_k_indices, kd_target, temperature)
   return temperature ** 2 * weighted_mean(per_position, weights)
+
+
+def teacher_kl(student_logits, teacher_probs):
+  """Per-row KL(teacher || student) at T = 1 from a full teacher distribution.
+
+  Zero teacher probabilities contribute nothing (0 log 0 = 0).
+  """
+  teacher_probs = tf.cast(teacher_probs, tf.float32)
+  log_student = tf.nn.log_softmax(student_logits, axis=-1)
+  return tf.reduce_sum(tf.math.xlogy(teacher_probs, teacher_probs) -
+                       teacher_probs * log_student, axis=-1)
 
 
 def teacher_top1(teacher_probs, top_k_indices):
@@ -130,24 +149,56 @@ class LossOptions(object):
     return self.soft_label_weight > 0 or self.nsp_loss == "soft"
 
 
-def teacher_labels(features, max_predictions_per_seq):
-  """Returns (probs [batch*n, k or vocab], indices or None, nsp probs) or None.
+# The kinds of teacher labels a record can hold (produce_teacher_labels.py).
+TOP_K, SAMPLED, FULL = "top-k", "sampled", "full"
 
-  None when the records carry no teacher labels.
+# probs: [batch*n, k or vocab] probabilities (sampled: importance weights);
+# indices: [batch*n, k] vocabulary ids, None for full distributions.
+TeacherLabels = collections.namedtuple(
+    "TeacherLabels", ["kind", "probs", "indices", "next_sentence_probs"])
+
+
+def kd_target_error(label_kind, kd_target):
+  """Why --kd_target cannot be used on labels of label_kind (None if it can).
+
+  Sampled weights are only meaningful as they are ("sampled"); top-k
+  probabilities need one of the top-k targets; a full distribution is
+  always used whole, whatever --kd_target says.
   """
+  if label_kind == SAMPLED and kd_target != "sampled":
+    return ("the records hold sampled teacher labels (--label_sampling), "
+            "which only --kd_target sampled reads correctly, not %r" %
+            kd_target)
+  if label_kind == TOP_K and kd_target == "sampled":
+    return ("--kd_target sampled needs records labelled with --label_sampling,"
+            " but the records hold top-k teacher labels; use --kd_target "
+            "truncated, renormalized or residual")
+  return None
+
+
+def teacher_labels(features, max_predictions_per_seq):
+  """Returns the records' TeacherLabels, or None when they carry none."""
+  def per_position(name):
+    values = features[name]
+    width = values.shape[-1] // max_predictions_per_seq
+    return tf.reshape(values, [-1, width])
+
   if record_format.TRUNCATED_PROBS in features:
-    k = features[record_format.TRUNCATED_PROBS].shape[-1] // (
-        max_predictions_per_seq)
-    probs = tf.reshape(features[record_format.TRUNCATED_PROBS], [-1, k])
-    indices = tf.reshape(features[record_format.TOP_K_INDICES], [-1, k])
+    kind = TOP_K
+    probs = per_position(record_format.TRUNCATED_PROBS)
+    indices = per_position(record_format.TOP_K_INDICES)
+  elif record_format.SAMPLED_WEIGHTS in features:
+    kind = SAMPLED
+    probs = per_position(record_format.SAMPLED_WEIGHTS)
+    indices = per_position(record_format.SAMPLED_IDS)
   elif record_format.FULL_PROBS in features:
-    width = features[record_format.FULL_PROBS].shape[-1] // (
-        max_predictions_per_seq)
-    probs = tf.reshape(features[record_format.FULL_PROBS], [-1, width])
+    kind = FULL
+    probs = per_position(record_format.FULL_PROBS)
     indices = None
   else:
     return None
-  return probs, indices, features[record_format.NEXT_SENTENCE_PROBS]
+  return TeacherLabels(kind, probs, indices,
+                       features[record_format.NEXT_SENTENCE_PROBS])
 
 
 def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
@@ -171,13 +222,15 @@ def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
   }
   labels = teacher_labels(features, max_predictions_per_seq)
   if labels is not None and with_teacher_terms:
-    probs, indices, next_sentence_probs = labels
+    error = kd_target_error(labels.kind, options.kd_target)
+    if error:
+      raise ValueError(error)
     losses["kd_loss"] = masked_lm_soft_loss(
-        masked_lm_logits, probs, indices, weights, options.kd_target,
-        options.temperature)
+        masked_lm_logits, labels.probs, labels.indices, weights,
+        options.kd_target, options.temperature)
     losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
         tf.reduce_mean(soft_cross_entropy(
-            next_sentence_logits, next_sentence_probs,
+            next_sentence_logits, labels.next_sentence_probs,
             temperature=options.temperature)))
 
   total = tf.constant(0.0)
@@ -218,9 +271,15 @@ def eval_metric_ops(features, masked_lm_logits, next_sentence_logits, losses,
   }
   labels = teacher_labels(features, max_predictions_per_seq)
   if labels is not None:
-    probs, indices, _ = labels
-    metrics["teacher_top1_agreement"] = tf1.metrics.accuracy(
-        teacher_top1(probs, indices), predictions, weights=weights)
     metrics["kd_loss"] = tf1.metrics.mean(losses["kd_loss"],
                                           weights=tf.reduce_sum(weights))
+  if labels is not None and labels.kind != SAMPLED:
+    # The most weighted sampled token is not the teacher's top-1.
+    metrics["teacher_top1_agreement"] = tf1.metrics.accuracy(
+        teacher_top1(labels.probs, labels.indices), predictions,
+        weights=weights)
+  if labels is not None and labels.kind == FULL:
+    # Exact only with the whole distribution, hence full labels only.
+    metrics["teacher_kl"] = tf1.metrics.mean(
+        teacher_kl(masked_lm_logits, labels.probs), weights=weights)
   return metrics

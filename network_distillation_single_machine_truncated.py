@@ -109,10 +109,15 @@ flags.DEFINE_float(
     "loss; the soft loss is scaled by T^2.")
 
 flags.DEFINE_enum(
-    "kd_target", "truncated", ["truncated", "renormalized", "residual"],
+    "kd_target", "truncated", ["truncated", "renormalized", "residual",
+                               "sampled"],
     "Teacher target built from the top-k labels: 'truncated' (the original's "
     "unnormalized top-k), 'renormalized' (top-k rescaled to sum to 1) or "
-    "'residual' (top-k plus one bucket for the rest of the vocabulary).")
+    "'residual' (top-k plus one bucket for the rest of the vocabulary). "
+    "'sampled' is the one target for records labelled with --label_sampling "
+    "(the importance weights as stored; --temperature must be the records' "
+    "label temperature). Full distributions (k = 0) are used whole whatever "
+    "this says.")
 
 flags.DEFINE_float("soft_label_weight", 1.0,
                    "Weight of the soft (teacher) masked-LM loss.")
@@ -140,7 +145,9 @@ flags.DEFINE_bool(
 flags.DEFINE_string(
     "eval_input_file", "",
     "Held-out TF example files for --do_eval (glob or comma separated). "
-    "Without it, evaluation uses the training files.")
+    "Without it, evaluation uses the training files. Held-out records may "
+    "hold full distributions (--truncation_factor 0 labels) whatever "
+    "--truncation_factor says; then evaluation also reports teacher_kl.")
 
 flags.DEFINE_integer(
     "step_timeout_secs", 0,
@@ -331,18 +338,25 @@ def loss_options_from_flags():
                      FLAGS.nsp_loss)
 
 
-def checked_input(patterns, flag_name, bert_config, options):
-  """Expands and checks input files; returns (files, label spec or None)."""
+def checked_input(patterns, flag_name, bert_config, options,
+                  accept_full=False):
+  """Expands and checks input files; returns (files, label spec or None).
+
+  accept_full: take full-distribution labels whatever --truncation_factor
+  says (held-out records labelled with k = 0 give the exact teacher_kl).
+  """
   files = training_input.expand_files(patterns, flag_name)
-  has_labels = training_input.check_input_files(
+  label_kind = training_input.check_input_files(
       files, flag_name, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
       FLAGS.truncation_factor, bert_config.vocab_size,
-      options.needs_teacher_labels)
-  if not has_labels:
+      options.needs_teacher_labels, options.kd_target, options.temperature,
+      accept_full)
+  if label_kind is None:
     return files, None
   return files, record_format.teacher_label_spec(
-      FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
-      bert_config.vocab_size)
+      FLAGS.max_predictions_per_seq,
+      0 if label_kind == distillation.FULL else FLAGS.truncation_factor,
+      bert_config.vocab_size, sampled=label_kind == distillation.SAMPLED)
 
 
 def build_estimator(model_fn, distribution):
@@ -406,7 +420,8 @@ def run(distribution):
   run_eval = FLAGS.do_eval and distribution.is_chief
   if run_eval and FLAGS.eval_input_file:
     eval_files, eval_label_spec = checked_input(
-        FLAGS.eval_input_file, "--eval_input_file", bert_config, options)
+        FLAGS.eval_input_file, "--eval_input_file", bert_config, options,
+        accept_full=True)
   elif run_eval:
     tf1.logging.warning(
         "No --eval_input_file: evaluation uses the TRAINING files (%s), so "

@@ -6,6 +6,17 @@ either the top-k probabilities and their vocabulary ids (--truncation_factor
 k > 0) or the whole distribution (k = 0), plus the teacher's next-sentence
 distribution. The student trainers then never need the teacher in memory.
 
+With --label_sampling and k > 0 the labels are instead k tokens drawn from
+a proposal distribution q (the teacher's softmax at --proposal_temperature),
+stored as their distinct ids with importance weights
+  w_i = count_i * p_i / (k * q_i),
+where p is the teacher's softmax at --label_temperature. Then E[w_i] = p_i
+for every vocabulary id (w = 0 when not drawn): unlike the top-k, the sparse
+target is an unbiased estimate of the whole distribution (random-sampling KD,
+Anshumann et al., arXiv 2503.16870). Draws are seeded by --random_seed, the
+rank and the record's index, so a rerun with the same flags and number of
+processes writes the same labels.
+
 The labels are serialized inside the TensorFlow graph and appended to the
 raw input bytes (a serialized Example followed by a second one holding more
 features parses as one Example with all of them), so Python only hands the
@@ -64,6 +75,31 @@ flags.DEFINE_bool(
 
 flags.DEFINE_bool("use_xla", False, "Compile the teacher with XLA JIT.")
 
+flags.DEFINE_bool(
+    "label_sampling", False,
+    "With --truncation_factor k > 0: store k tokens sampled from the teacher "
+    "(at most k distinct ids, with importance weights whose expectation is "
+    "the teacher's probability) instead of the top-k. The records then hold "
+    "sampled_token_ids/sampled_token_weights; train on them with --kd_target "
+    "sampled.")
+
+flags.DEFINE_float(
+    "label_temperature", 1.0,
+    "With --label_sampling: the weights estimate the teacher's softmax at "
+    "this temperature. It is stored in the records, and the trainer's "
+    "--temperature must equal it.")
+
+flags.DEFINE_float(
+    "proposal_temperature", 1.0,
+    "With --label_sampling: tokens are drawn from the teacher's softmax at "
+    "this temperature (above 1 reaches further into the tail, at the cost "
+    "of noisier weights).")
+
+flags.DEFINE_integer(
+    "random_seed", 12345,
+    "Seed of --label_sampling's draws (combined with the rank and the "
+    "record's index).")
+
 FLAGS = flags.FLAGS
 
 # Seed for --allow_random_teacher, so random labels are at least repeatable.
@@ -88,6 +124,12 @@ def check_flags(bert_config):
         "--truncation_factor=%d must be between 0 (store the whole "
         "distribution) and the teacher's vocab_size (%d)." %
         (FLAGS.truncation_factor, bert_config.vocab_size))
+  if FLAGS.label_sampling and FLAGS.truncation_factor == 0:
+    raise InputError("--label_sampling needs --truncation_factor k > 0 (the "
+                     "number of tokens drawn per masked position).")
+  if FLAGS.label_temperature <= 0 or FLAGS.proposal_temperature <= 0:
+    raise InputError("--label_temperature and --proposal_temperature must "
+                     "be positive.")
   if FLAGS.batch_size < 1:
     raise InputError("--batch_size must be at least 1.")
   if FLAGS.max_predictions_per_seq < 1:
@@ -115,8 +157,7 @@ def check_input_files(input_files, max_seq_length, max_predictions_per_seq):
   """
   spec = record_format.pretraining_feature_spec(max_seq_length,
                                                 max_predictions_per_seq)
-  label_names = (record_format.TRUNCATED_PROBS, record_format.TOP_K_INDICES,
-                 record_format.FULL_PROBS, record_format.NEXT_SENTENCE_PROBS)
+  label_names = record_format.LABEL_FEATURES
   for path in input_files:
     try:
       described = record_format.describe_record(path)
@@ -176,35 +217,116 @@ def input_dataset(input_files, bert_config, batch_size, max_seq_length,
   """Batches of {"raw": serialized records, feature name: Tensor}, in order.
 
   The raw records are kept so that the output copies them byte for byte.
+  "record_index" counts the records this process reads, from 0.
   record_shard=(num_shards, index) keeps every num_shards-th record.
   """
   spec = record_format.pretraining_feature_spec(max_seq_length,
                                                 max_predictions_per_seq)
 
-  def parse(raw_records):
+  def parse(record_indices, raw_records):
     features = tf.io.parse_example(raw_records, spec)
     with tf.control_dependencies(
         check_ids(features, bert_config, max_seq_length)):
       features = {name: tf.identity(value)
                   for name, value in features.items()}
     features["raw"] = raw_records
+    features["record_index"] = record_indices
     return features
 
   # Files are read one after another so that the output keeps their order.
   dataset = tf.data.TFRecordDataset(input_files, buffer_size=8 << 20)
   if record_shard is not None:
     dataset = dataset.shard(*record_shard)
+  dataset = dataset.enumerate()
   dataset = dataset.batch(batch_size)  # The last partial batch is kept.
   dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(2)
 
 
-def teacher_labels(bert_config, features, truncation_factor):
+class Sampling(object):
+  """What --label_sampling needs: temperatures and per-record seeds."""
+
+  def __init__(self, label_temperature, proposal_temperature, random_seed,
+               rank):
+    self.label_temperature = label_temperature
+    self.proposal_temperature = proposal_temperature
+    self.random_seed = random_seed
+    self.rank = rank
+
+  def record_seeds(self, record_index):
+    """[batch, 2] int64 stateless seeds, one per record of this rank."""
+    # Ranks count their records from 0; the rank in the high bits keeps
+    # their streams apart.
+    stream = tf.cast(record_index, tf.int64) + (self.rank << 40)
+    first = tf.fill(tf.shape(stream), tf.constant(self.random_seed, tf.int64))
+    return tf.stack([first, stream], axis=1)
+
+
+def distinct_with_counts(samples):
+  """Marks the first occurrence of each id in every row of [rows, k] samples.
+
+  Returns (is_first [rows, k] bool, counts [rows, k] float): counts[r, j]
+  is how often samples[r, j] occurs in row r.
+  """
+  k = samples.shape[-1]
+  same = tf.equal(samples[:, :, None], samples[:, None, :])
+  counts = tf.reduce_sum(tf.cast(same, tf.float32), axis=-1)
+  # earlier[a, b]: slot b comes before slot a.
+  earlier = tf.constant([[b < a for b in range(k)] for a in range(k)])
+  is_first = tf.logical_not(tf.reduce_any(same & earlier, axis=-1))
+  return is_first, counts
+
+
+def sampled_labels(logits, num_samples, seeds, label_temperature,
+                   proposal_temperature):
+  """Draws teacher tokens and their importance weights.
+
+  Args:
+    logits: [batch, n, vocab] teacher logits at the masked positions.
+    num_samples: k, draws per position (with replacement).
+    seeds: [batch, 2] int64 stateless seeds, one per record.
+    label_temperature: the weights estimate softmax(logits / this).
+    proposal_temperature: tokens are drawn from softmax(logits / this).
+
+  Returns:
+    (ids, weights), each [batch, n, k]: the distinct drawn ids first, each
+    with w = count * p / (k * q), then padding with id 0 and weight 0.
+  """
+  log_target = tf.nn.log_softmax(logits / label_temperature)
+  log_proposal = tf.nn.log_softmax(logits / proposal_temperature)
+
+  def draw(args):
+    record_log_proposal, seed = args
+    return tf.random.stateless_categorical(record_log_proposal, num_samples,
+                                           seed, dtype=tf.int64)
+
+  samples = tf.map_fn(draw, (log_proposal, seeds),
+                      fn_output_signature=tf.TensorSpec(
+                          [None, num_samples], tf.int64))
+  shape = tf.shape(samples)
+  samples = tf.reshape(samples, [-1, num_samples])
+  log_target = tf.reshape(log_target, [tf.shape(samples)[0], -1])
+  log_proposal = tf.reshape(log_proposal, tf.shape(log_target))
+  is_first, counts = distinct_with_counts(samples)
+  log_ratio = (tf.gather(log_target, samples, batch_dims=1) -
+               tf.gather(log_proposal, samples, batch_dims=1))
+  weights = tf.where(is_first, counts * tf.exp(log_ratio) / num_samples, 0.0)
+  ids = tf.where(is_first, samples, tf.zeros_like(samples))
+  # The distinct ids first, in the order drawn; padding after them.
+  order = tf.argsort(tf.cast(tf.logical_not(is_first), tf.int32), axis=-1,
+                     stable=True)
+  ids = tf.gather(ids, order, batch_dims=1)
+  weights = tf.gather(weights, order, batch_dims=1)
+  return tf.reshape(ids, shape), tf.reshape(weights, shape)
+
+
+def teacher_labels(bert_config, features, truncation_factor, sampling=None):
   """Builds the teacher and returns its labels {feature name: [batch, n]}.
 
   The masked-LM head runs only at the masked positions. With k > 0 the top-k
   is taken on the device from the logits, and only those k probabilities are
-  computed (exp(logit - logsumexp)), not the whole softmax.
+  computed (exp(logit - logsumexp)), not the whole softmax. With `sampling`
+  (a Sampling) k tokens are drawn instead (sampled_labels).
   """
   _, logits, next_sentence = modeling.pretraining_model(
       bert_config, False, features["input_ids"],
@@ -212,7 +334,18 @@ def teacher_labels(bert_config, features, truncation_factor):
       token_type_ids=features["segment_ids"])
   batch_size = tf.shape(features["input_ids"])[0]
   labels = {record_format.NEXT_SENTENCE_PROBS: tf.nn.softmax(next_sentence)}
-  if truncation_factor > 0:
+  if sampling is not None:
+    positions = features["masked_lm_positions"].shape[-1]
+    ids, weights = sampled_labels(
+        tf.reshape(logits, [batch_size, positions, -1]), truncation_factor,
+        sampling.record_seeds(features["record_index"]),
+        sampling.label_temperature, sampling.proposal_temperature)
+    labels[record_format.SAMPLED_IDS] = tf.reshape(ids, [batch_size, -1])
+    labels[record_format.SAMPLED_WEIGHTS] = tf.reshape(weights,
+                                                       [batch_size, -1])
+    labels[record_format.SAMPLED_TEMPERATURE] = tf.fill(
+        [batch_size, 1], tf.constant(sampling.label_temperature, tf.float32))
+  elif truncation_factor > 0:
     top_logits, top_indices = tf.math.top_k(logits, k=truncation_factor,
                                             sorted=True)
     log_normalizer = tf.reduce_logsumexp(logits, axis=-1, keepdims=True)
@@ -481,7 +614,7 @@ def write_records(sess, records, output_path):
 
 
 def run_teacher(bert_config, input_files, record_shard, output_path,
-                local_rank, local_size, distributed):
+                local_rank, local_size, distributed, sampling=None):
   """Builds the input pipeline and the teacher, and writes the labels."""
   with tf.Graph().as_default():
     if not FLAGS.init_checkpoint:
@@ -493,9 +626,10 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
     if FLAGS.use_xla:
       with tf.xla.experimental.jit_scope():
         labels = teacher_labels(bert_config, features,
-                                FLAGS.truncation_factor)
+                                FLAGS.truncation_factor, sampling)
     else:
-      labels = teacher_labels(bert_config, features, FLAGS.truncation_factor)
+      labels = teacher_labels(bert_config, features, FLAGS.truncation_factor,
+                              sampling)
     records = encode_records(features["raw"], labels)
     load_teacher(FLAGS.init_checkpoint)
     config = session_config(local_rank, local_size, FLAGS.use_xla,
@@ -529,8 +663,13 @@ def label_records():
                    len(files), " (every %d-th record)" % size
                    if record_shard else "", output_path)
 
+  sampling = None
+  if FLAGS.label_sampling:
+    sampling = Sampling(FLAGS.label_temperature, FLAGS.proposal_temperature,
+                        FLAGS.random_seed, rank)
   count = run_teacher(bert_config, files, record_shard, output_path,
-                      local_rank, local_size, distributed=size > 1)
+                      local_rank, local_size, distributed=size > 1,
+                      sampling=sampling)
   print("Wrote %d records to %s" % (count, output_path))
   return count
 

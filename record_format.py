@@ -4,7 +4,8 @@ Pretraining records (create_pretraining_data.py -> produce_teacher_labels.py)
 hold the masked-LM and next-sentence inputs. Distillation records
 (produce_teacher_labels.py -> trainers) hold the same features plus the
 teacher's labels: top-k probabilities and indices when k > 0, or the whole
-distribution when k = 0, and the teacher's next-sentence distribution.
+distribution when k = 0, or (--label_sampling) k sampled token ids with
+importance weights, and the teacher's next-sentence distribution.
 """
 
 
@@ -14,6 +15,16 @@ TRUNCATED_PROBS = "truncated_masked_lm_probs"
 TOP_K_INDICES = "top_k_indices"
 FULL_PROBS = "masked_lm_probs"
 NEXT_SENTENCE_PROBS = "next_sentence_probs"
+# Sampled labels (produce_teacher_labels.py --label_sampling) have names of
+# their own: their weights are unbiased estimates of the teacher's
+# probabilities, not probabilities, and must never be read as top-k labels.
+SAMPLED_IDS = "sampled_token_ids"
+SAMPLED_WEIGHTS = "sampled_token_weights"
+SAMPLED_TEMPERATURE = "sampled_label_temperature"
+
+# Every feature that marks a record as holding teacher labels.
+LABEL_FEATURES = (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS, SAMPLED_IDS,
+                  SAMPLED_WEIGHTS, SAMPLED_TEMPERATURE, NEXT_SENTENCE_PROBS)
 
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids")
@@ -32,14 +43,22 @@ def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
   return spec
 
 
-def teacher_label_spec(max_predictions_per_seq, truncation_factor, vocab_size):
+def teacher_label_spec(max_predictions_per_seq, truncation_factor, vocab_size,
+                       sampled=False):
   """Returns the parsing spec of the teacher's labels alone.
 
   With truncation_factor k > 0 the labels are the top-k probabilities and
-  their vocabulary indices; with k = 0 they are the whole distribution.
+  their vocabulary indices, or with sampled=True k slots of sampled ids and
+  importance weights plus the temperature they were drawn at; with k = 0
+  they are the whole distribution.
   """
   spec = {NEXT_SENTENCE_PROBS: tf.io.FixedLenFeature([2], tf.float32)}
-  if truncation_factor > 0:
+  if sampled:
+    width = max_predictions_per_seq * truncation_factor
+    spec[SAMPLED_IDS] = tf.io.FixedLenFeature([width], tf.int64)
+    spec[SAMPLED_WEIGHTS] = tf.io.FixedLenFeature([width], tf.float32)
+    spec[SAMPLED_TEMPERATURE] = tf.io.FixedLenFeature([1], tf.float32)
+  elif truncation_factor > 0:
     width = max_predictions_per_seq * truncation_factor
     spec[TRUNCATED_PROBS] = tf.io.FixedLenFeature([width], tf.float32)
     spec[TOP_K_INDICES] = tf.io.FixedLenFeature([width], tf.int64)
@@ -50,11 +69,11 @@ def teacher_label_spec(max_predictions_per_seq, truncation_factor, vocab_size):
 
 
 def distillation_feature_spec(max_seq_length, max_predictions_per_seq,
-                              truncation_factor, vocab_size):
+                              truncation_factor, vocab_size, sampled=False):
   """Returns the parsing spec of a distillation record (inputs + labels)."""
   spec = pretraining_feature_spec(max_seq_length, max_predictions_per_seq)
   spec.update(teacher_label_spec(max_predictions_per_seq, truncation_factor,
-                                 vocab_size))
+                                 vocab_size, sampled))
   return spec
 
 

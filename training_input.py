@@ -8,6 +8,7 @@ long run starts.
 import tensorflow as tf
 
 import command_line
+import distillation
 import record_format
 
 tf1 = tf.compat.v1
@@ -91,11 +92,15 @@ def _max_int(examples, name):
 
 def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
-                      needs_teacher_labels):
+                      needs_teacher_labels, kd_target="truncated",
+                      temperature=1.0, accept_full=False):
   """Checks the first records of files[0] against the flags.
 
-  Returns True when the records hold teacher labels (then they match
-  --truncation_factor and the student's vocab_size).
+  Returns the kind of teacher labels the records hold (distillation.TOP_K,
+  SAMPLED or FULL), or None when they hold none. Labels must match
+  --truncation_factor (full distributions are also taken whatever it says
+  when accept_full, as for held-out records), the student's vocab_size and
+  --kd_target; sampled labels must have been drawn at --temperature.
 
   Raises:
     InputError: with a message naming the flag to fix.
@@ -125,9 +130,16 @@ def check_input_files(files, flag_name, max_seq_length,
             length("masked_lm_positions")))
 
   if record_format.TRUNCATED_PROBS in described:
+    kind, index_name = distillation.TOP_K, record_format.TOP_K_INDICES
     held = length(record_format.TRUNCATED_PROBS) // max_predictions_per_seq
     holds = "top-%d teacher labels (truncation_factor %d)" % (held, held)
+  elif record_format.SAMPLED_WEIGHTS in described:
+    kind, index_name = distillation.SAMPLED, record_format.SAMPLED_IDS
+    held = length(record_format.SAMPLED_WEIGHTS) // max_predictions_per_seq
+    holds = ("%d sampled teacher tokens per position (truncation_factor %d)"
+             % (held, held))
   elif record_format.FULL_PROBS in described:
+    kind = distillation.FULL
     held = 0
     width = length(record_format.FULL_PROBS) // max_predictions_per_seq
     holds = ("full teacher distributions over %d tokens (truncation_factor 0)"
@@ -148,9 +160,9 @@ def check_input_files(files, flag_name, max_seq_length,
         "%s holds token id %d but the student's vocab_size "
         "(--bert_config_file) is %d" % (path, largest, vocab_size))
   if held is None:
-    return False
+    return None
 
-  if held != truncation_factor:
+  if held != truncation_factor and not (accept_full and held == 0):
     raise InputError("--truncation_factor is %d but %s holds %s; pass "
                      "--truncation_factor %d" % (truncation_factor, path,
                                                  holds, held))
@@ -160,10 +172,22 @@ def check_input_files(files, flag_name, max_seq_length,
         " student and teacher must share the vocabulary" % (path, holds,
                                                             vocab_size))
   if held > 0:
-    largest = _max_int(examples, record_format.TOP_K_INDICES)
+    largest = _max_int(examples, index_name)
     if largest >= vocab_size:
       raise InputError(
           "%s: the teacher labels hold token index %d but the student's "
           "vocab_size (--bert_config_file) is %d; student and teacher must "
           "share the vocabulary" % (path, largest, vocab_size))
-  return True
+  error = distillation.kd_target_error(kind, kd_target)
+  if error:
+    raise InputError("--kd_target %s: %s (%s)" % (kd_target, error, path))
+  if kind == distillation.SAMPLED:
+    label_temperature = examples[0].features.feature[
+        record_format.SAMPLED_TEMPERATURE].float_list.value[0]
+    if abs(label_temperature - temperature) > 1e-6 * label_temperature:
+      raise InputError(
+          "--temperature is %g but the sampled labels in %s estimate the "
+          "teacher at temperature %g (produce_teacher_labels.py "
+          "--label_temperature); pass --temperature %g" % (
+              temperature, path, label_temperature, label_temperature))
+  return kind

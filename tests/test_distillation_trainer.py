@@ -490,10 +490,14 @@ def check(data, path, **overrides):
 
 
 def test_input_checks_accept_good_files(data):
-  assert check(data, data["distill.tfrecord"]) is True
-  assert check(data, data["full.tfrecord"], truncation_factor=0) is True
+  assert check(data, data["distill.tfrecord"]) == distillation.TOP_K
+  assert check(data, data["full.tfrecord"],
+               truncation_factor=0) == distillation.FULL
+  # Held-out records may carry the full distribution whatever k says.
+  assert check(data, data["full.tfrecord"],
+               accept_full=True) == distillation.FULL
   assert check(data, data["plain.tfrecord"],
-               needs_teacher_labels=False) is False
+               needs_teacher_labels=False) is None
 
 
 @pytest.mark.parametrize("name, overrides, message", [
