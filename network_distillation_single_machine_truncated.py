@@ -162,6 +162,12 @@ flags.DEFINE_integer(
     "evaluate after each chunk and append the metrics to "
     "output_dir/eval_history.jsonl. 0 = evaluate once at the end.")
 
+flags.DEFINE_integer(
+    "random_seed", None,
+    "Graph-level seed of the student's initialisation, dropout and input "
+    "shuffling (for repeatable runs, e.g. seeds in bench/bench_quality.py). "
+    "Unset: a different run every time, as in the original.")
+
 FLAGS = flags.FLAGS
 
 InputError = command_line.InputError
@@ -368,6 +374,7 @@ def build_estimator(model_fn, distribution):
       save_summary_steps=100 if distribution.is_chief else None,
       log_step_count_steps=FLAGS.iterations_per_loop,
       keep_checkpoint_max=5,
+      tf_random_seed=FLAGS.random_seed,
       session_config=distribution.session_config)
   return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 

@@ -216,23 +216,39 @@ def write_report(out, settings, models, flags_used):
   return report
 
 
-def main(_):
-  settings = SETTINGS["tiny" if FLAGS.tiny else "full"]
-  out = FLAGS.output_dir
+def label_command(settings, teacher_config, teacher_checkpoint, input_file,
+                  output_file, truncation_factor, extra=()):
+  """Builds a produce_teacher_labels.py command line."""
+  return [sys.executable, "produce_teacher_labels.py",
+          "--bert_config_file", teacher_config,
+          "--input_file", input_file,
+          "--output_file", output_file,
+          "--truncation_factor", truncation_factor,
+          "--init_checkpoint", teacher_checkpoint,
+          "--max_seq_length", settings["max_seq_length"],
+          "--max_predictions_per_seq", settings["max_predictions_per_seq"]
+         ] + list(extra)
+
+
+def prepare_teacher(out, settings, dump, vocab_file, num_workers):
+  """Stages I-IV: records from the dump, and a teacher pre-trained on them.
+
+  Writes under `out`: records/train_*.tfrecord, records/heldout_*.tfrecord
+  (from the last text split, kept back), teacher_config.json,
+  student_config.json and the teacher's checkpoints in teacher/. Returns the
+  teacher checkpoint's path. bench/bench_quality.py uses it too.
+  """
   py = sys.executable
-  if os.path.exists(out):
-    shutil.rmtree(out)
-  os.makedirs(out)
   path = lambda *parts: os.path.join(out, *parts)
-  vocab_size = count_lines(FLAGS.vocab_file)
+  vocab_size = count_lines(vocab_file)
 
   # I. Extract Wikipedia.
   run_stage("extract", ["bash", "extract_wikipedia_for_bert/run_wikiextractor.sh",
-                        FLAGS.dump, path("extracted")])
+                        dump, path("extracted")])
   run_stage("extract", [py, "extract_wikipedia_for_bert/extract_jsons.py",
                         "--folder", path("extracted"),
                         "--write_file", path("wiki.txt"),
-                        "--num_workers", FLAGS.num_workers])
+                        "--num_workers", num_workers])
 
   # II. Split, keeping the last piece back as held-out data.
   run_stage("split", [py, "split_text.py", "--read_file", path("wiki.txt"),
@@ -247,11 +263,11 @@ def main(_):
     run_stage("create_pretraining_data", [
         py, "create_pretraining_data.py", "--input_dir", path(text_dir),
         "--output_dir", path("records"), "--output_base_name", name,
-        "--vocab_file", FLAGS.vocab_file, "--do_lower_case", "True",
+        "--vocab_file", vocab_file, "--do_lower_case", "True",
         "--max_seq_length", settings["max_seq_length"],
         "--max_predictions_per_seq", settings["max_predictions_per_seq"],
         "--dupe_factor", settings["dupe_factor"],
-        "--num_workers", FLAGS.num_workers])
+        "--num_workers", num_workers])
 
   # IV. Teacher: pre-trained here from scratch with hard labels only.
   teacher_config = path("teacher_config.json")
@@ -268,20 +284,28 @@ def main(_):
       settings["teacher_batch"],
       ["--soft_label_weight", 0, "--hard_label_weight", 1,
        "--nsp_loss", "hard"]))
+  return path("teacher", "model.ckpt-%d" % settings["teacher_steps"])
+
+
+def main(_):
+  settings = SETTINGS["tiny" if FLAGS.tiny else "full"]
+  out = FLAGS.output_dir
+  py = sys.executable
+  if os.path.exists(out):
+    shutil.rmtree(out)
+  os.makedirs(out)
+  path = lambda *parts: os.path.join(out, *parts)
+  teacher_checkpoint = prepare_teacher(out, settings, FLAGS.dump,
+                                       FLAGS.vocab_file, FLAGS.num_workers)
+  teacher_config = path("teacher_config.json")
+  student_config = path("student_config.json")
 
   # V. Teacher labels, top-10.
-  teacher_checkpoint = path("teacher", "model.ckpt-%d" %
-                            settings["teacher_steps"])
   for name in ("train", "heldout"):
-    run_stage("teacher_labels", [
-        py, "produce_teacher_labels.py",
-        "--bert_config_file", teacher_config,
-        "--input_file", path("records", name + "_*.tfrecord"),
-        "--output_file", path("labels", name + ".tfrecord"),
-        "--truncation_factor", 10,
-        "--init_checkpoint", teacher_checkpoint,
-        "--max_seq_length", settings["max_seq_length"],
-        "--max_predictions_per_seq", settings["max_predictions_per_seq"]])
+    run_stage("teacher_labels", label_command(
+        settings, teacher_config, teacher_checkpoint,
+        path("records", name + "_*.tfrecord"),
+        path("labels", name + ".tfrecord"), 10))
 
   # The teacher's own held-out figures, on the labelled records: its
   # agreement with its stored labels checks the labelling stage.
