@@ -52,8 +52,9 @@ SETTINGS = {
         teacher_steps=900, teacher_lr=3e-4, teacher_batch=32,
         student_steps=300, student_lr=3e-4, student_batch=32,
         eval_every_steps=75, max_eval_steps=50, horovod_steps=20,
-        init_layer_map="0,3", temperature=1.0, kd_target="renormalized",
-        soft_label_weight=1.0, hard_label_weight=1.0, nsp_loss="soft"),
+        init_layer_map="0,3", label_sampling=False, temperature=1.0,
+        kd_target="renormalized", soft_label_weight=1.0,
+        hard_label_weight=1.0, nsp_loss="soft"),
     "tiny": dict(
         split_number=3, max_seq_length=32, max_predictions_per_seq=5,
         dupe_factor=1,
@@ -64,11 +65,16 @@ SETTINGS = {
         teacher_steps=6, teacher_lr=1e-3, teacher_batch=8,
         student_steps=6, student_lr=1e-3, student_batch=8,
         eval_every_steps=3, max_eval_steps=2, horovod_steps=2,
-        init_layer_map="1", temperature=2.0, kd_target="renormalized",
-        soft_label_weight=1.0, hard_label_weight=1.0, nsp_loss="soft"),
+        init_layer_map="1", label_sampling=True, temperature=1.0,
+        kd_target="sampled", soft_label_weight=1.0, hard_label_weight=1.0,
+        nsp_loss="soft"),
 }
 
 STAGE_SECONDS = {}
+
+# The report's rows, teacher first.
+MODELS = ("teacher", "distilled_student", "init_only_student",
+          "scratch_student")
 
 
 def run_stage(stage, command, env=None):
@@ -142,6 +148,22 @@ def trainer_command(script, settings, config, input_file, eval_file,
           "--iterations_per_loop", max(1, steps // 10)] + extra
 
 
+def copy_first_records(patterns, count, path):
+  """Writes the first `count` records of the files matching `patterns`;
+  returns how many there were."""
+  import tensorflow as tf  # Only here: the demo itself runs scripts.
+  import record_format
+  written = 0
+  with tf.io.TFRecordWriter(path) as writer:
+    for name in record_format.expand_input_files(patterns):
+      for raw in tf.compat.v1.io.tf_record_iterator(name):
+        if written == count:
+          return written
+        writer.write(raw)
+        written += 1
+  return written
+
+
 def plot_history(path, histories):
   """Plots held-out masked-LM accuracy against step for each student."""
   import matplotlib
@@ -154,7 +176,7 @@ def plot_history(path, histories):
     axes.plot(steps, accuracy, marker="o", label=label)
   axes.set_xlabel("training step")
   axes.set_ylabel("held-out masked-LM accuracy")
-  axes.set_title("Distilled vs scratch student (same steps, same shape)")
+  axes.set_title("Students of one shape, same steps")
   axes.grid(True, alpha=0.3)
   axes.legend()
   figure.tight_layout()
@@ -170,6 +192,7 @@ def model_summary(model_dir):
       "params": stats["params"],
       "masked_lm_accuracy": results.get("masked_lm_accuracy"),
       "teacher_top1_agreement": results.get("teacher_top1_agreement"),
+      "teacher_kl": results.get("teacher_kl"),
       "next_sentence_accuracy": results.get("next_sentence_accuracy"),
       "train_seq_per_s": stats["train_seq_per_s"],
       "train_steps": stats["steps"],
@@ -194,18 +217,22 @@ def write_report(out, settings, models, flags_used):
            "Held-out metrics are measured on the split kept back from "
            "training.", "",
            "| model | params | masked-LM acc. | teacher top-1 agreement | "
-           "next-sentence acc. | train seq/s | steps |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-  for name in ("teacher", "distilled_student", "scratch_student"):
+           "teacher_kl | next-sentence acc. | train seq/s | steps |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for name in MODELS:
     row = models[name]
-    lines.append("| %s | %s | %.4f | %.4f | %.4f | %.1f | %d |" % (
+    lines.append("| %s | %s | %.4f | %.4f | %.4f | %.4f | %.1f | %d |" % (
         name, "{:,}".format(row["params"]), row["masked_lm_accuracy"],
-        row["teacher_top1_agreement"] or 0.0, row["next_sentence_accuracy"],
-        row["train_seq_per_s"], row["train_steps"]))
-  gain = (models["distilled_student"]["masked_lm_accuracy"] -
-          models["scratch_student"]["masked_lm_accuracy"])
-  lines += ["", "Distilled minus scratch held-out masked-LM accuracy: "
-            "%+.4f." % gain, "",
+        row["teacher_top1_agreement"] or 0.0, row["teacher_kl"] or 0.0,
+        row["next_sentence_accuracy"], row["train_seq_per_s"],
+        row["train_steps"]))
+  distilled = models["distilled_student"]["masked_lm_accuracy"]
+  lines += ["", "Held-out masked-LM accuracy, distilled minus scratch: "
+            "%+.4f; distilled minus init-only (same layer init, hard labels "
+            "only): %+.4f." % (
+                distilled - models["scratch_student"]["masked_lm_accuracy"],
+                distilled - models["init_only_student"][
+                    "masked_lm_accuracy"]), "",
             "Distillation flags: `%s`" % " ".join(flags_used), "",
             "## Stage wall times", "", "| stage | seconds |", "| --- | ---: |"]
   for name, seconds in STAGE_SECONDS.items():
@@ -300,31 +327,47 @@ def main(_):
   teacher_config = path("teacher_config.json")
   student_config = path("student_config.json")
 
-  # V. Teacher labels, top-10.
-  for name in ("train", "heldout"):
-    run_stage("teacher_labels", label_command(
-        settings, teacher_config, teacher_checkpoint,
-        path("records", name + "_*.tfrecord"),
-        path("labels", name + ".tfrecord"), 10))
+  # V. Teacher labels: top-10, or 10 sampled tokens, for training; the
+  # whole distribution for the held-out records that evaluation reads, so
+  # that every student is measured against the whole teacher (teacher_kl).
+  label_flags = ["--truncation_factor", "10"]
+  if settings["label_sampling"]:
+    label_flags += ["--kd_target", "sampled"]
+  run_stage("teacher_labels", label_command(
+      settings, teacher_config, teacher_checkpoint,
+      path("records", "train_*.tfrecord"), path("labels", "train.tfrecord"),
+      10, ["--label_sampling", settings["label_sampling"]]))
+  copy_first_records(path("records", "heldout_*.tfrecord"),
+                     settings["max_eval_steps"] * 32,
+                     path("records", "heldout_eval.tfrecord"))
+  run_stage("teacher_labels", label_command(
+      settings, teacher_config, teacher_checkpoint,
+      path("records", "heldout_eval.tfrecord"),
+      path("labels", "heldout.tfrecord"), 0))
 
   # The teacher's own held-out figures, on the labelled records: its
-  # agreement with its stored labels checks the labelling stage.
+  # agreement with its stored labels (and teacher_kl ~ 0) checks the
+  # labelling stage.
   run_stage("teacher_eval", [
       py, "network_distillation_single_machine_truncated.py",
       "--bert_config_file", teacher_config,
       "--input_file", path("labels", "heldout.tfrecord"),
       "--eval_input_file", path("labels", "heldout.tfrecord"),
       "--output_dir", path("teacher"), "--do_train", "False",
-      "--do_eval", "True", "--truncation_factor", 10,
+      "--do_eval", "True", "--truncation_factor", 0,
       "--max_seq_length", settings["max_seq_length"],
       "--max_predictions_per_seq", settings["max_predictions_per_seq"],
       "--eval_batch_size", 32, "--max_eval_steps", settings["max_eval_steps"],
       "--soft_label_weight", 0, "--hard_label_weight", 1])
 
-  # VI. Students: distilled, and the same shape from scratch.
-  distill_flags = [
-      "--init_checkpoint", teacher_checkpoint,
-      "--init_layer_map", settings["init_layer_map"],
+  # VI. Students of one shape: distilled; the same layer init with hard
+  # labels only (what the teacher's weights give without its labels); and
+  # from scratch.
+  init_flags = ["--init_checkpoint", teacher_checkpoint,
+                "--init_layer_map", settings["init_layer_map"]]
+  hard_only = ["--soft_label_weight", "0", "--hard_label_weight", "1",
+               "--nsp_loss", "hard"]
+  distill_flags = init_flags + [
       "--truncation_factor", "10",
       "--temperature", str(settings["temperature"]),
       "--kd_target", settings["kd_target"],
@@ -333,9 +376,8 @@ def main(_):
       "--nsp_loss", settings["nsp_loss"]]
   student_runs = {
       "distilled_student": distill_flags,
-      "scratch_student": ["--truncation_factor", "10",
-                          "--soft_label_weight", "0",
-                          "--hard_label_weight", "1", "--nsp_loss", "hard"],
+      "init_only_student": init_flags + label_flags + hard_only,
+      "scratch_student": label_flags + hard_only,
   }
   for name, extra in student_runs.items():
     run_stage(name, trainer_command(
@@ -358,12 +400,10 @@ def main(_):
 
   # Report.
   start = time.time()
-  models = {name: model_summary(path(name)) for name in
-            ("teacher", "distilled_student", "scratch_student")}
+  models = {name: model_summary(path(name)) for name in MODELS}
   plot_history(path("mlm_accuracy.png"), {
-      "distilled": read_history(path("distilled_student",
-                                     "eval_history.jsonl")),
-      "scratch": read_history(path("scratch_student", "eval_history.jsonl"))})
+      name.replace("_student", "").replace("_", "-"): read_history(
+          path(name, "eval_history.jsonl")) for name in student_runs})
   STAGE_SECONDS["report"] = time.time() - start
   write_report(out, settings, models, distill_flags)
   print("\n" + open(path("report.md")).read())

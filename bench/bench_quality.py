@@ -108,19 +108,6 @@ def run_logged(command, log_path):
   return time.time() - start
 
 
-def copy_first_records(patterns, count, path):
-  """Writes the first `count` records of the files matching patterns."""
-  written = 0
-  with tf.io.TFRecordWriter(path) as writer:
-    for name in record_format.expand_input_files(patterns):
-      for raw in tf.compat.v1.io.tf_record_iterator(name):
-        if written == count:
-          return written
-        writer.write(raw)
-        written += 1
-  return written
-
-
 def label_bytes_per_record(labelled_path, plain_path, num_records):
   """The bytes the teacher's labels add to a record, on average.
 
@@ -257,8 +244,9 @@ def write_results(path, results):
 class Bench(object):
   """The experiment's files and settings; one method per step."""
 
-  def __init__(self, settings, work_dir, demo_dir):
+  def __init__(self, settings, work_dir, demo_dir, steps):
     self.settings = settings
+    self.steps = steps
     self.work_dir = work_dir
     self.demo_dir = demo_dir
     self.teacher_config = os.path.join(demo_dir, "teacher_config.json")
@@ -286,7 +274,7 @@ class Bench(object):
     records = os.path.join(self.demo_dir, "records")
     counts = {}
     for name, count in (("train", train_records), ("heldout", eval_records)):
-      counts[name] = copy_first_records(
+      counts[name] = run_demo.copy_first_records(
           os.path.join(records, name + "_*.tfrecord"), count,
           self.path("labels", name + "_plain.tfrecord"))
     k = FLAGS.top_k
@@ -351,12 +339,13 @@ class Bench(object):
     if start == "init":
       flags_used += ["--init_checkpoint", self.teacher_checkpoint,
                      "--init_layer_map", self.settings["init_layer_map"]]
+    os.makedirs(self.path("students"), exist_ok=True)
     output_dir = self.path("students", "%s_%s_seed%d" % (start, student,
                                                          seed))
     seconds = run_logged(run_demo.trainer_command(
         TRAINER, self.settings, self.student_config, train_file,
         self.path("labels", "heldout_full.tfrecord"), output_dir,
-        FLAGS.steps, FLAGS.learning_rate, FLAGS.batch, flags_used),
+        self.steps, FLAGS.learning_rate, FLAGS.batch, flags_used),
                          output_dir + ".log")
     results = run_demo.read_eval_results(
         os.path.join(output_dir, "eval_results.txt"))
@@ -372,7 +361,6 @@ def main(_):
   settings = run_demo.SETTINGS["tiny" if FLAGS.quick else "full"]
   seeds = 2 if FLAGS.quick else FLAGS.seeds
   steps = settings["student_steps"] if FLAGS.quick else FLAGS.steps
-  FLAGS.steps = steps
   train_records = 64 if FLAGS.quick else FLAGS.train_records
   # Evaluation reads max_eval_steps batches of 32: label just those.
   eval_records = settings["max_eval_steps"] * 32
@@ -399,7 +387,7 @@ def main(_):
     os.makedirs(demo_dir)
     run_demo.prepare_teacher(demo_dir, settings, FLAGS.dump,
                              FLAGS.vocab_file, FLAGS.num_workers)
-  bench = Bench(settings, work_dir, os.path.abspath(demo_dir))
+  bench = Bench(settings, work_dir, os.path.abspath(demo_dir), steps)
   counts = bench.prepare_records(train_records, eval_records)
   results = {
       "settings": {

@@ -12,10 +12,13 @@ import struct
 from conftest import run_script
 
 STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
-          "teacher_labels", "teacher_eval", "distilled_student", "scratch_student",
+          "teacher_labels", "teacher_eval", "distilled_student", "init_only_student",
+          "scratch_student",
           "distributed_distillation", "report")
+MODELS = ("teacher", "distilled_student", "init_only_student",
+          "scratch_student")
 MODEL_KEYS = ("params", "masked_lm_accuracy", "teacher_top1_agreement",
-              "next_sentence_accuracy", "train_seq_per_s")
+              "teacher_kl", "next_sentence_accuracy", "train_seq_per_s")
 
 
 def png_size(path):
@@ -41,7 +44,7 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   assert set(STAGES) <= set(report["stages"]), report["stages"]
   assert all(seconds >= 0 for seconds in report["stages"].values())
   params = {}
-  for model in ("teacher", "distilled_student", "scratch_student"):
+  for model in MODELS:
     row = report[model]
     assert set(MODEL_KEYS) <= set(row), (model, row)
     for key in ("masked_lm_accuracy", "teacher_top1_agreement",
@@ -50,15 +53,24 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
     assert row["train_seq_per_s"] > 0 and not math.isnan(
         row["train_seq_per_s"])
     params[model] = row["params"]
-  # The teacher agrees with the labels it wrote itself.
+  # The teacher agrees with the labels it wrote itself; the held-out labels
+  # are its whole distribution, so its teacher_kl is 0 and the students'
+  # is not.
   assert report["teacher"]["teacher_top1_agreement"] > 0.95
+  assert abs(report["teacher"]["teacher_kl"]) < 1e-4
+  for model in MODELS[1:]:
+    assert report[model]["teacher_kl"] > 1e-3, model
+  # The init-only student starts like the distilled one, without labels.
+  assert "--label_sampling True" in result.stdout
+  assert params["init_only_student"] == params["distilled_student"]
   # The students share one shape, smaller than the teacher's.
   assert params["distilled_student"] == params["scratch_student"]
   assert params["distilled_student"] < params["teacher"]
 
   markdown = (out / "report.md").read_text()
-  for model in ("teacher", "distilled_student", "scratch_student"):
+  for model in MODELS:
     assert model in markdown
+  assert "distilled minus init-only" in markdown
   width, height = png_size(out / "mlm_accuracy.png")
   assert width > 100 and height > 100
 
