@@ -1,5 +1,9 @@
 """The distillation losses and metrics: teacher targets, soft cross-entropies.
 
+It also holds the estimator behind sampled labels (sampled_labels), which
+produce_teacher_labels.py runs and the "sampled" target reads, so that the
+two halves of that contract live and are tested together.
+
 The trainers (network_distillation_*_truncated.py) build the student and call
 compute_losses() for the training loss and eval_metric_ops() for evaluation.
 Each loss has one implementation here; tests check them against numpy.
@@ -97,6 +101,87 @@ def soft_cross_entropy(student_logits, teacher_probs, top_k_indices=None,
   else:
     raise ValueError("Unknown kd_target %r" % kd_target)
   return -tf.reduce_sum(target * log_student_top_k, axis=-1)
+
+
+# Sampled teacher labels (random-sampling KD). produce_teacher_labels.py
+# --label_sampling draws them; the "sampled" target above reads them.
+
+
+class Sampling(object):
+  """What --label_sampling needs: temperatures and per-record seeds."""
+
+  def __init__(self, label_temperature, proposal_temperature, random_seed,
+               rank):
+    self.label_temperature = label_temperature
+    self.proposal_temperature = proposal_temperature
+    self.random_seed = random_seed
+    self.rank = rank
+
+  def record_seeds(self, record_index):
+    """[batch, 2] int64 stateless seeds, one per record of this rank."""
+    # Ranks count their records from 0; the rank in the high bits keeps
+    # their streams apart.
+    stream = tf.cast(record_index, tf.int64) + (self.rank << 40)
+    first = tf.fill(tf.shape(stream), tf.constant(self.random_seed, tf.int64))
+    return tf.stack([first, stream], axis=1)
+
+
+def distinct_with_counts(samples):
+  """Marks the first occurrence of each id in every row of [rows, k] samples.
+
+  Returns (is_first [rows, k] bool, counts [rows, k] float): counts[r, j]
+  is how often samples[r, j] occurs in row r.
+  """
+  k = samples.shape[-1]
+  same = tf.equal(samples[:, :, None], samples[:, None, :])
+  counts = tf.reduce_sum(tf.cast(same, tf.float32), axis=-1)
+  # earlier[a, b]: slot b comes before slot a.
+  earlier = tf.constant([[b < a for b in range(k)] for a in range(k)])
+  is_first = tf.logical_not(tf.reduce_any(same & earlier, axis=-1))
+  return is_first, counts
+
+
+def sampled_labels(logits, num_samples, seeds, label_temperature,
+                   proposal_temperature):
+  """Draws teacher tokens and their importance weights.
+
+  Args:
+    logits: [batch, n, vocab] teacher logits at the masked positions.
+    num_samples: k, draws per position (with replacement).
+    seeds: [batch, 2] int64 stateless seeds, one per record.
+    label_temperature: the weights estimate softmax(logits / this).
+    proposal_temperature: tokens are drawn from softmax(logits / this).
+
+  Returns:
+    (ids, weights), each [batch, n, k]: the distinct drawn ids first, each
+    with w = count * p / (k * q), then padding with id 0 and weight 0.
+  """
+  log_target = tf.nn.log_softmax(logits / label_temperature)
+  log_proposal = tf.nn.log_softmax(logits / proposal_temperature)
+
+  def draw(args):
+    record_log_proposal, seed = args
+    return tf.random.stateless_categorical(record_log_proposal, num_samples,
+                                           seed, dtype=tf.int64)
+
+  samples = tf.map_fn(draw, (log_proposal, seeds),
+                      fn_output_signature=tf.TensorSpec(
+                          [None, num_samples], tf.int64))
+  shape = tf.shape(samples)
+  samples = tf.reshape(samples, [-1, num_samples])
+  log_target = tf.reshape(log_target, [tf.shape(samples)[0], -1])
+  log_proposal = tf.reshape(log_proposal, tf.shape(log_target))
+  is_first, counts = distinct_with_counts(samples)
+  log_ratio = (tf.gather(log_target, samples, batch_dims=1) -
+               tf.gather(log_proposal, samples, batch_dims=1))
+  weights = tf.where(is_first, counts * tf.exp(log_ratio) / num_samples, 0.0)
+  ids = tf.where(is_first, samples, tf.zeros_like(samples))
+  # The distinct ids first, in the order drawn; padding after them.
+  order = tf.argsort(tf.cast(tf.logical_not(is_first), tf.int32), axis=-1,
+                     stable=True)
+  ids = tf.gather(ids, order, batch_dims=1)
+  weights = tf.gather(weights, order, batch_dims=1)
+  return tf.reshape(ids, shape), tf.reshape(weights, shape)
 
 
 def weighted_mean(values, weights):

@@ -35,6 +35,7 @@ from absl import flags
 import tensorflow as tf
 
 import command_line
+import distillation
 import modeling
 import record_format
 
@@ -243,90 +244,14 @@ def input_dataset(input_files, bert_config, batch_size, max_seq_length,
   return dataset.prefetch(2)
 
 
-class Sampling(object):
-  """What --label_sampling needs: temperatures and per-record seeds."""
-
-  def __init__(self, label_temperature, proposal_temperature, random_seed,
-               rank):
-    self.label_temperature = label_temperature
-    self.proposal_temperature = proposal_temperature
-    self.random_seed = random_seed
-    self.rank = rank
-
-  def record_seeds(self, record_index):
-    """[batch, 2] int64 stateless seeds, one per record of this rank."""
-    # Ranks count their records from 0; the rank in the high bits keeps
-    # their streams apart.
-    stream = tf.cast(record_index, tf.int64) + (self.rank << 40)
-    first = tf.fill(tf.shape(stream), tf.constant(self.random_seed, tf.int64))
-    return tf.stack([first, stream], axis=1)
-
-
-def distinct_with_counts(samples):
-  """Marks the first occurrence of each id in every row of [rows, k] samples.
-
-  Returns (is_first [rows, k] bool, counts [rows, k] float): counts[r, j]
-  is how often samples[r, j] occurs in row r.
-  """
-  k = samples.shape[-1]
-  same = tf.equal(samples[:, :, None], samples[:, None, :])
-  counts = tf.reduce_sum(tf.cast(same, tf.float32), axis=-1)
-  # earlier[a, b]: slot b comes before slot a.
-  earlier = tf.constant([[b < a for b in range(k)] for a in range(k)])
-  is_first = tf.logical_not(tf.reduce_any(same & earlier, axis=-1))
-  return is_first, counts
-
-
-def sampled_labels(logits, num_samples, seeds, label_temperature,
-                   proposal_temperature):
-  """Draws teacher tokens and their importance weights.
-
-  Args:
-    logits: [batch, n, vocab] teacher logits at the masked positions.
-    num_samples: k, draws per position (with replacement).
-    seeds: [batch, 2] int64 stateless seeds, one per record.
-    label_temperature: the weights estimate softmax(logits / this).
-    proposal_temperature: tokens are drawn from softmax(logits / this).
-
-  Returns:
-    (ids, weights), each [batch, n, k]: the distinct drawn ids first, each
-    with w = count * p / (k * q), then padding with id 0 and weight 0.
-  """
-  log_target = tf.nn.log_softmax(logits / label_temperature)
-  log_proposal = tf.nn.log_softmax(logits / proposal_temperature)
-
-  def draw(args):
-    record_log_proposal, seed = args
-    return tf.random.stateless_categorical(record_log_proposal, num_samples,
-                                           seed, dtype=tf.int64)
-
-  samples = tf.map_fn(draw, (log_proposal, seeds),
-                      fn_output_signature=tf.TensorSpec(
-                          [None, num_samples], tf.int64))
-  shape = tf.shape(samples)
-  samples = tf.reshape(samples, [-1, num_samples])
-  log_target = tf.reshape(log_target, [tf.shape(samples)[0], -1])
-  log_proposal = tf.reshape(log_proposal, tf.shape(log_target))
-  is_first, counts = distinct_with_counts(samples)
-  log_ratio = (tf.gather(log_target, samples, batch_dims=1) -
-               tf.gather(log_proposal, samples, batch_dims=1))
-  weights = tf.where(is_first, counts * tf.exp(log_ratio) / num_samples, 0.0)
-  ids = tf.where(is_first, samples, tf.zeros_like(samples))
-  # The distinct ids first, in the order drawn; padding after them.
-  order = tf.argsort(tf.cast(tf.logical_not(is_first), tf.int32), axis=-1,
-                     stable=True)
-  ids = tf.gather(ids, order, batch_dims=1)
-  weights = tf.gather(weights, order, batch_dims=1)
-  return tf.reshape(ids, shape), tf.reshape(weights, shape)
-
-
 def teacher_labels(bert_config, features, truncation_factor, sampling=None):
   """Builds the teacher and returns its labels {feature name: [batch, n]}.
 
   The masked-LM head runs only at the masked positions. With k > 0 the top-k
   is taken on the device from the logits, and only those k probabilities are
   computed (exp(logit - logsumexp)), not the whole softmax. With `sampling`
-  (a Sampling) k tokens are drawn instead (sampled_labels).
+  (a distillation.Sampling) k tokens are drawn instead
+  (distillation.sampled_labels).
   """
   _, logits, next_sentence = modeling.pretraining_model(
       bert_config, False, features["input_ids"],
@@ -336,7 +261,7 @@ def teacher_labels(bert_config, features, truncation_factor, sampling=None):
   labels = {record_format.NEXT_SENTENCE_PROBS: tf.nn.softmax(next_sentence)}
   if sampling is not None:
     positions = features["masked_lm_positions"].shape[-1]
-    ids, weights = sampled_labels(
+    ids, weights = distillation.sampled_labels(
         tf.reshape(logits, [batch_size, positions, -1]), truncation_factor,
         sampling.record_seeds(features["record_index"]),
         sampling.label_temperature, sampling.proposal_temperature)
@@ -665,7 +590,7 @@ def label_records():
 
   sampling = None
   if FLAGS.label_sampling:
-    sampling = Sampling(FLAGS.label_temperature, FLAGS.proposal_temperature,
+    sampling = distillation.Sampling(FLAGS.label_temperature, FLAGS.proposal_temperature,
                         FLAGS.random_seed, rank)
   count = run_teacher(bert_config, files, record_shard, output_path,
                       local_rank, local_size, distributed=size > 1,

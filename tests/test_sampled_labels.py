@@ -16,7 +16,6 @@ import tensorflow as tf
 
 import conftest
 import distillation
-import produce_teacher_labels
 import record_format
 import training_input
 from test_teacher_labels import PREDICTIONS
@@ -52,10 +51,10 @@ def draw_targets(logits, draws, label_temperature=1.0,
   Each draw is a record of its own (its own seed), as in the labelling
   script.
   """
-  sampling = produce_teacher_labels.Sampling(
+  sampling = distillation.Sampling(
       label_temperature, proposal_temperature, first_seed, rank)
   batch = np.tile(logits[None, None, :], [draws, 1, 1])
-  ids, weights = produce_teacher_labels.sampled_labels(
+  ids, weights = distillation.sampled_labels(
       tf.constant(batch), K, sampling.record_seeds(tf.range(draws)),
       label_temperature, proposal_temperature)
   return ids.numpy()[:, 0], weights.numpy()[:, 0]
