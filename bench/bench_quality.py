@@ -58,8 +58,8 @@ flags.DEFINE_string("output_json", None,
                     "<work_dir>/bench_quality.json).")
 flags.DEFINE_integer("seeds", 3, "Runs per student (--quick: 2).")
 flags.DEFINE_integer("steps", 300, "Training steps of every student.")
-flags.DEFINE_float("learning_rate", 5e-4, "Learning rate of every student.")
-flags.DEFINE_integer("batch", 32, "Training batch of every student.")
+flags.DEFINE_float("learning_rate", 3e-4, "Learning rate of every student.")
+flags.DEFINE_integer("batch", 16, "Training batch of every student.")
 flags.DEFINE_integer("train_records", 4000,
                      "Training records (the first ones of the demo's "
                      "training files): full distributions take "
@@ -216,7 +216,7 @@ def format_table(results):
           "{:,.0f}".format(label_bytes) if label_bytes else "-",
           format_metric(row["masked_lm_accuracy"]),
           format_metric(row["teacher_top1_agreement"]),
-          format_metric(row["teacher_kl"], 3), row["seeds"]))
+          format_metric(row["teacher_kl"]), row["seeds"]))
   lines.append("")
   for name, target in results["targets"].items():
     if target is None:
