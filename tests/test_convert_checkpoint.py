@@ -294,22 +294,33 @@ def assert_same_forward(expected, actual_rows):
 # Round trips and layouts.
 
 
+def round_trip(tmp_path, first, second):
+  """Converts tmp_path/<first> to tmp_path/<second>, then back to tmp_path/back."""
+  formats = {"google": "google", "hf": "huggingface"}
+  convert_checkpoint.convert(formats[first], formats[second],
+                             str(tmp_path / first), str(tmp_path / second))
+  convert_checkpoint.convert(formats[second], formats[first],
+                             str(tmp_path / second), str(tmp_path / "back"))
+
+
+def assert_bit_identical(expected, actual):
+  """Same names, and every tensor the same float32 bytes."""
+  assert sorted(actual) == sorted(expected)
+  for name, value in expected.items():
+    assert actual[name].dtype == np.float32, name
+    assert actual[name].tobytes() == value.tobytes(), name
+
+
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_exact"])
 def test_google_to_huggingface_to_google_is_bit_identical(
     tmp_path, tiny_vocab, hidden_act):
   config = write_google_folder(str(tmp_path / "google"), tiny_vocab[0],
                                hidden_act)
-  convert_checkpoint.convert("google", "huggingface", str(tmp_path / "google"),
-                             str(tmp_path / "hf"))
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                             str(tmp_path / "back"))
+  round_trip(tmp_path, "google", "hf")
   original = read_checkpoint(str(tmp_path / "google" / "bert_model.ckpt"))
-  back = read_checkpoint(str(tmp_path / "back" / "bert_model.ckpt"))
-  assert sorted(back) == sorted(original)
   assert len(original) == 46  # 2 layers of 16, 14 others.
-  for name, value in original.items():
-    assert back[name].dtype == np.float32
-    assert back[name].tobytes() == value.tobytes(), name
+  assert_bit_identical(
+      original, read_checkpoint(str(tmp_path / "back" / "bert_model.ckpt")))
   assert read_json(str(tmp_path / "back" / "bert_config.json")) == config
   assert (open(str(tmp_path / "back" / "vocab.txt")).read() ==
           open(tiny_vocab[0]).read())
@@ -321,14 +332,9 @@ def test_huggingface_to_google_to_huggingface_is_bit_identical(
     tmp_path, tiny_vocab, hidden_act, same_function_name):
   config, tensors = write_hf_folder(str(tmp_path / "hf"), tiny_vocab[0],
                                     hidden_act)
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                             str(tmp_path / "google"))
-  convert_checkpoint.convert("google", "huggingface", str(tmp_path / "google"),
-                             str(tmp_path / "back"))
-  back = load_file(str(tmp_path / "back" / "model.safetensors"))
-  assert sorted(back) == sorted(tensors)
-  for name, value in tensors.items():
-    assert back[name].tobytes() == value.tobytes(), name
+  round_trip(tmp_path, "hf", "google")
+  assert_bit_identical(
+      tensors, load_file(str(tmp_path / "back" / "model.safetensors")))
   back_config = read_json(str(tmp_path / "back" / "config.json"))
   for key in convert_checkpoint.GOOGLE_CONFIG_KEYS + (
       "model_type", "architectures", "layer_norm_eps",
@@ -456,10 +462,8 @@ def test_import_reads_masked_lm_and_bare_model_layouts(tmp_path, tiny_vocab):
                              str(tmp_path / "mlm_back"))
   assert read_json(str(tmp_path / "mlm_back" / "config.json"))[
       "architectures"] == ["BertForMaskedLM"]
-  back = load_file(str(tmp_path / "mlm_back" / "model.safetensors"))
-  assert sorted(back) == sorted(tensors)
-  for name, value in tensors.items():
-    assert back[name].tobytes() == value.tobytes(), name
+  assert_bit_identical(
+      tensors, load_file(str(tmp_path / "mlm_back" / "model.safetensors")))
 
   # A bare BertModel, saved without the "bert." prefix.
   bare_layout = hf_layout(hf_config_dict(len(tiny_vocab[1])), ("pooler",))
