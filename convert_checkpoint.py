@@ -392,7 +392,10 @@ def read_huggingface(folder):
                      "vocab.txt.%s" % (folder, hint))
   config = google_config_from_hf(read_json_file(config_path, "config"),
                                  config_path)
-  bert_config = modeling.BertConfig.from_dict(config)
+  try:
+    bert_config = modeling.BertConfig.from_dict(config)
+  except ValueError as error:
+    raise InputError("%s: %s" % (config_path, error)) from None
   vocab_file = os.path.join(folder, "vocab.txt")
   if not os.path.exists(vocab_file):
     raise InputError("--input_dir %s has no vocab.txt (the WordPiece vocab "
