@@ -124,9 +124,11 @@ HF_DECODER_WEIGHT = "cls.predictions.decoder.weight"
 HF_DECODER_BIAS = "cls.predictions.decoder.bias"
 HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 
-# Optimizer state and step counters in a trainer's checkpoint.
+# Training state in a trainer's checkpoint: Adam's moments, the step, and
+# the loss scale of fp16 training.
 TRAINING_ONLY_SUFFIXES = ("/adam_m", "/adam_v")
 TRAINING_ONLY_NAMES = ("global_step",)
+TRAINING_ONLY_PREFIXES = ("loss_scale/",)
 
 # Files that make a folder hold a checkpoint (--overwrite replaces them).
 CHECKPOINT_PATTERNS = ("*.safetensors", "*.safetensors.index.json",
@@ -471,7 +473,9 @@ def model_variables(checkpoint):
     tensors = {}
     skipped = 0
     for name in sorted(names):
-      if name.endswith(TRAINING_ONLY_SUFFIXES) or name in TRAINING_ONLY_NAMES:
+      if (name.endswith(TRAINING_ONLY_SUFFIXES) or
+          name in TRAINING_ONLY_NAMES or
+          name.startswith(TRAINING_ONLY_PREFIXES)):
         skipped += 1
         continue
       tensors[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)
