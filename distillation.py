@@ -238,7 +238,8 @@ class LossOptions(object):
 TOP_K, SAMPLED, FULL = "top-k", "sampled", "full"
 
 # probs: [batch*n, k or vocab] probabilities (sampled: importance weights);
-# indices: [batch*n, k] vocabulary ids, None for full distributions.
+# indices: [batch*n, k] vocabulary ids, None for full distributions;
+# next_sentence_probs: None when the teacher had no next-sentence head.
 TeacherLabels = collections.namedtuple(
     "TeacherLabels", ["kind", "probs", "indices", "next_sentence_probs"])
 
@@ -283,7 +284,7 @@ def teacher_labels(features, max_predictions_per_seq):
   else:
     return None
   return TeacherLabels(kind, probs, indices,
-                       features[record_format.NEXT_SENTENCE_PROBS])
+                       features.get(record_format.NEXT_SENTENCE_PROBS))
 
 
 def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
@@ -313,10 +314,11 @@ def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
     losses["kd_loss"] = masked_lm_soft_loss(
         masked_lm_logits, labels.probs, labels.indices, weights,
         options.kd_target, options.temperature)
-    losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
-        tf.reduce_mean(soft_cross_entropy(
-            next_sentence_logits, labels.next_sentence_probs,
-            temperature=options.temperature)))
+    if labels.next_sentence_probs is not None:
+      losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
+          tf.reduce_mean(soft_cross_entropy(
+              next_sentence_logits, labels.next_sentence_probs,
+              temperature=options.temperature)))
 
   total = tf.constant(0.0)
   if options.soft_label_weight > 0:

@@ -356,13 +356,14 @@ def checked_input(patterns, flag_name, bert_config, options,
       files, flag_name, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
       FLAGS.truncation_factor, bert_config.vocab_size,
       options.needs_teacher_labels, options.kd_target, options.temperature,
-      accept_full)
+      accept_full, needs_next_sentence_probs=options.nsp_loss == "soft")
   if label_kind is None:
     return files, None
   return files, record_format.teacher_label_spec(
       FLAGS.max_predictions_per_seq,
       0 if label_kind == distillation.FULL else FLAGS.truncation_factor,
-      bert_config.vocab_size, sampled=label_kind == distillation.SAMPLED)
+      bert_config.vocab_size, sampled=label_kind == distillation.SAMPLED,
+      with_next_sentence=training_input.holds_next_sentence_probs(files))
 
 
 def build_estimator(model_fn, distribution):

@@ -5,7 +5,9 @@ hold the masked-LM and next-sentence inputs. Distillation records
 (produce_teacher_labels.py -> trainers) hold the same features plus the
 teacher's labels: top-k probabilities and indices when k > 0, or the whole
 distribution when k = 0, or (--label_sampling) k sampled token ids with
-importance weights, and the teacher's next-sentence distribution.
+importance weights; and the teacher's next-sentence distribution (absent
+when the teacher has no next-sentence head, e.g. one converted from Hugging
+Face's BertForMaskedLM).
 """
 
 
@@ -44,15 +46,18 @@ def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
 
 
 def teacher_label_spec(max_predictions_per_seq, truncation_factor, vocab_size,
-                       sampled=False):
+                       sampled=False, with_next_sentence=True):
   """Returns the parsing spec of the teacher's labels alone.
 
   With truncation_factor k > 0 the labels are the top-k probabilities and
   their vocabulary indices, or with sampled=True k slots of sampled ids and
   importance weights plus the temperature they were drawn at; with k = 0
   they are the whole distribution.
+  with_next_sentence: whether the records hold next_sentence_probs.
   """
-  spec = {NEXT_SENTENCE_PROBS: tf.io.FixedLenFeature([2], tf.float32)}
+  spec = {}
+  if with_next_sentence:
+    spec[NEXT_SENTENCE_PROBS] = tf.io.FixedLenFeature([2], tf.float32)
   if sampled:
     width = max_predictions_per_seq * truncation_factor
     spec[SAMPLED_IDS] = tf.io.FixedLenFeature([width], tf.int64)

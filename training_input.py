@@ -93,14 +93,17 @@ def _max_int(examples, name):
 def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
                       needs_teacher_labels, kd_target="truncated",
-                      temperature=1.0, accept_full=False):
+                      temperature=1.0, accept_full=False,
+                      needs_next_sentence_probs=False):
   """Checks the first records of files[0] against the flags.
 
   Returns the kind of teacher labels the records hold (distillation.TOP_K,
   SAMPLED or FULL), or None when they hold none. Labels must match
   --truncation_factor (full distributions are also taken whatever it says
   when accept_full, as for held-out records), the student's vocab_size and
-  --kd_target; sampled labels must have been drawn at --temperature.
+  --kd_target; sampled labels must have been drawn at --temperature. With
+  needs_next_sentence_probs (--nsp_loss soft) the labels must include the
+  teacher's next-sentence probabilities.
 
   Raises:
     InputError: with a message naming the flag to fix.
@@ -190,4 +193,17 @@ def check_input_files(files, flag_name, max_seq_length,
           "teacher at temperature %g (produce_teacher_labels.py "
           "--label_temperature); pass --temperature %g" % (
               temperature, path, label_temperature, label_temperature))
+  if (needs_next_sentence_probs and
+      record_format.NEXT_SENTENCE_PROBS not in described):
+    raise InputError(
+        "--nsp_loss soft needs the teacher's %s, but %s (%s) holds none: its "
+        "teacher had no next-sentence head (e.g. one converted from "
+        "BertForMaskedLM). Use --nsp_loss hard or none." % (
+            record_format.NEXT_SENTENCE_PROBS, path, flag_name))
   return kind
+
+
+def holds_next_sentence_probs(files):
+  """Whether the records (judged by the first) hold next_sentence_probs."""
+  return record_format.NEXT_SENTENCE_PROBS in record_format.describe_record(
+      files[0])
