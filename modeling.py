@@ -8,6 +8,7 @@ teacher-label stage and the trainers both build them.
 
 import collections
 import copy
+import difflib
 import json
 import math
 import re
@@ -16,6 +17,78 @@ import numpy as np
 import tensorflow as tf
 
 tf1 = tf.compat.v1
+
+
+class ConfigError(ValueError):
+  """A bert_config.json (or dict) that does not describe a BertModel."""
+
+
+# Every key of a bert_config.json. All are required in a file: a missing key would silently take a BERT-Base default.
+_INT_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
+             "num_attention_heads", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size")
+_PROBABILITY_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+CONFIG_KEYS = _INT_KEYS + _PROBABILITY_KEYS + ("hidden_act",
+                                               "initializer_range")
+# Keys of Google's Chinese and multilingual releases that BertModel never
+# used; accepted and ignored.
+IGNORED_CONFIG_KEYS = ("directionality", "pooler_fc_size",
+                       "pooler_num_attention_heads", "pooler_num_fc_layers",
+                       "pooler_size_per_head", "pooler_type")
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_problems(values):
+  """Lists what is wrong with a dict of bert_config values ([] if nothing).
+
+  Checks that every key is present and known, the types, and the ranges:
+  positive sizes, hidden_size divisible by num_attention_heads, dropout
+  probabilities in [0, 1), a positive initializer_range and a hidden_act
+  that get_activation knows.
+  """
+  if not isinstance(values, dict):
+    return ["it must hold a JSON object, not %s" % type(values).__name__]
+  problems = []
+  missing = [key for key in CONFIG_KEYS if key not in values]
+  if missing:
+    problems.append("missing key(s) %s" % ", ".join(missing))
+  for key in sorted(values):
+    if key in CONFIG_KEYS or key in IGNORED_CONFIG_KEYS:
+      continue
+    close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+    problems.append("unknown key %r%s" % (
+        key, " (did you mean %r?)" % close[0] if close else ""))
+
+  for key in _INT_KEYS:
+    if key not in values:
+      continue
+    value = values[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+      problems.append("%s must be an integer, got %r" % (key, value))
+    elif value < 1:
+      problems.append("%s must be at least 1, got %d" % (key, value))
+  for key in _PROBABILITY_KEYS:
+    value = values.get(key)
+    if key in values and not (_is_number(value) and 0 <= value < 1):
+      problems.append("%s must be a number in [0, 1), got %r" % (key, value))
+  value = values.get("initializer_range")
+  if "initializer_range" in values and not (_is_number(value) and value > 0):
+    problems.append("initializer_range must be a positive number, got %r" %
+                    value)
+  value = values.get("hidden_act")
+  if "hidden_act" in values and not (
+      isinstance(value, str) and value.lower() in ACTIVATIONS):
+    problems.append("hidden_act must be one of %s, got %r" % (
+        ", ".join(sorted(ACTIVATIONS)), value))
+  hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")
+  if (isinstance(hidden, int) and isinstance(heads, int) and heads > 0
+      and hidden % heads):
+    problems.append("hidden_size %d is not a multiple of num_attention_heads "
+                    "%d" % (hidden, heads))
+  return problems
 
 
 class BertConfig(object):
@@ -47,21 +120,37 @@ class BertConfig(object):
 
   @classmethod
   def from_dict(cls, json_object):
-    """Builds a BertConfig from a dict of parameters."""
+    """Builds a BertConfig from a dict of parameters.
+
+    Raises:
+      ConfigError: listing every problem (config_problems) of the dict.
+    """
+    problems = config_problems(json_object)
+    if problems:
+      raise ConfigError("; ".join(problems))
     config = BertConfig(vocab_size=None)
     for key, value in json_object.items():
-      config.__dict__[key] = value
+      if key not in IGNORED_CONFIG_KEYS:
+        config.__dict__[key] = value
     return config
 
   @classmethod
   def from_json_file(cls, json_file):
-    """Builds a BertConfig from a json file of parameters."""
+    """Builds a BertConfig from a json file of parameters.
+
+    Raises:
+      ConfigError: naming the file, when it cannot be read, is not JSON or
+        does not describe a BertModel.
+    """
     try:
       with tf.io.gfile.GFile(json_file, "r") as reader:
         text = reader.read()
-    except (tf.errors.NotFoundError, IOError) as error:
-      raise ValueError("Cannot read BERT config %s: %s" % (json_file, error))
-    return cls.from_dict(json.loads(text))
+    except (tf.errors.OpError, IOError) as error:
+      raise ConfigError("Cannot read BERT config %s: %s" % (json_file, error))
+    try:
+      return cls.from_dict(json.loads(text))
+    except ValueError as error:  # ConfigError, or not JSON.
+      raise ConfigError("BERT config %s: %s" % (json_file, error)) from None
 
   def to_dict(self):
     """Returns the parameters as a dict."""
@@ -181,17 +270,21 @@ def gelu(x):
   return tf.nn.gelu(x, approximate=True)
 
 
+# Activation names a config's hidden_act may use (lower case); None = linear.
+ACTIVATIONS = {"linear": None, "relu": tf.nn.relu, "gelu": gelu,
+               "tanh": tf.tanh}
+
+
 def get_activation(activation_string):
   """Maps an activation name from a config to a function (None = linear)."""
   if not isinstance(activation_string, str):
     return activation_string
-  name = activation_string.lower()
-  if not name or name == "linear":
+  if not activation_string:
     return None
-  activations = {"relu": tf.nn.relu, "gelu": gelu, "tanh": tf.tanh}
-  if name not in activations:
+  name = activation_string.lower()
+  if name not in ACTIVATIONS:
     raise ValueError("Unsupported activation: %s" % activation_string)
-  return activations[name]
+  return ACTIVATIONS[name]
 
 
 def get_assignment_map_from_checkpoint(tvars, init_checkpoint):
@@ -243,6 +336,26 @@ def init_from_checkpoint_strict(init_checkpoint, tvars=None):
                           mismatched or "none"))
   tf1.train.init_from_checkpoint(init_checkpoint, assignment_map)
   return sorted(assignment_map)
+
+
+def unreadable_checkpoint_problem(checkpoint):
+  """Reads every variable of a checkpoint; says what fails, or returns None.
+
+  A truncated or damaged `.data` file fails only when a variable is read
+  ("Read less bytes than requested"); the message names the checkpoint and
+  the variable. Slow for big checkpoints: call it to explain a failure.
+  """
+  name = None
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in sorted(reader.get_variable_to_shape_map()):
+      reader.get_tensor(name)
+  except (tf.errors.OpError, IndexError, ValueError) as error:
+    message = getattr(error, "message", None) or str(error)
+    where = " at variable %s" % name if name else ""
+    return ("checkpoint %s cannot be read%s (%s): its files are truncated or "
+            "damaged" % (checkpoint, where, message))
+  return None
 
 
 def dropout(input_tensor, dropout_prob):

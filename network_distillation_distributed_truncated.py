@@ -11,6 +11,8 @@ every flag of network_distillation_single_machine_truncated.py, plus
   * --num_train_steps and --num_warmup_steps are divided by the number of
     ranks and the learning rate is multiplied by it (unless
     --scale_learning_rate False), as in the original;
+  * --step_timeout_secs defaults to 1800: a rank that makes no progress for
+    that long (a frozen peer, a stuck input) aborts the job;
   * only rank 0 writes output_dir (checkpoints, summaries, eval_results.txt)
     and evaluates. The other ranks keep their scratch model directory in a
     temporary directory outside output_dir and delete it at the end.
@@ -26,6 +28,7 @@ import tensorflow as tf
 
 import command_line
 import network_distillation_single_machine_truncated as single
+import training_hooks
 
 flags.DEFINE_bool(
     "scale_learning_rate", True,
@@ -33,6 +36,11 @@ flags.DEFINE_bool(
     "behaviour). False keeps --learning_rate as given.")
 
 FLAGS = flags.FLAGS
+
+# Under mpirun a frozen rank (e.g. SIGSTOP, a hung GPU) makes the others wait
+# for ever, so here the step watchdog is on by default.
+FLAGS.set_default("step_timeout_secs",
+                  training_hooks.DISTRIBUTED_STEP_TIMEOUT_SECS)
 
 
 class HorovodDistribution(single.Distribution):
@@ -63,6 +71,9 @@ def main(_):
   rank = hvd.rank()
   tf.compat.v1.logging.info("Horovod rank %d of %d (local rank %d)", rank,
                             hvd.size(), hvd.local_rank())
+  if not FLAGS.step_timeout_secs:
+    tf.compat.v1.logging.warning(
+        "--step_timeout_secs 0: if a rank hangs, the job waits for ever.")
   # Only rank 0 owns output_dir; the others need a model_dir of their own.
   scratch_dir = None if rank == 0 else tempfile.mkdtemp(
       prefix="distill_rank%d_" % rank)

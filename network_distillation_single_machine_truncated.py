@@ -26,6 +26,7 @@ in student_init.py, the input pipeline and record checks in
 training_input.py, and the hooks in training_hooks.py.
 """
 
+import contextlib
 import json
 import os
 
@@ -144,10 +145,11 @@ flags.DEFINE_string(
 
 flags.DEFINE_integer(
     "step_timeout_secs", 0,
-    "Abort the process (exit status 3) when no training step finishes for "
-    "this many seconds, e.g. when a Horovod peer hangs. 0 = off. Under "
-    "Horovod with --eval_every_steps, make it longer than an evaluation: "
-    "the other ranks wait for rank 0 to evaluate.")
+    "Abort the process (exit status 3) when no training or evaluation step "
+    "finishes for this many seconds, e.g. when a Horovod peer hangs. 0 = off "
+    "(the default here; the distributed trainer's default is %d). While rank "
+    "0 evaluates, the other ranks wait up to (--max_eval_steps + 1) times "
+    "this." % training_hooks.DISTRIBUTED_STEP_TIMEOUT_SECS)
 
 flags.DEFINE_integer(
     "eval_every_steps", 0,
@@ -203,7 +205,7 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
                      stats):
   """Returns the Estimator model_fn; it records the parameter count in stats."""
 
-  def model_fn(features, labels, mode, params):
+  def model_fn(features, labels, mode, params, config):
     """Builds the student and its loss, train op or metrics."""
     del labels, params  # The labels travel in `features`.
     is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -214,6 +216,10 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
+    # Before the estimator restores (and trains) a checkpoint of another
+    # model. Other ranks restore nothing: rank 0's weights are broadcast.
+    if distribution.is_chief:
+      check_output_dir_checkpoint(tvars, config.model_dir)
     # Under Horovod, rank 0 loads and BroadcastGlobalVariablesHook copies.
     if init_checkpoint and distribution.is_chief:
       student_init.init_student_from_checkpoint(tvars, init_checkpoint, layer_map,
@@ -229,6 +235,7 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     if is_training:
       for name, value in losses.items():
         tf1.summary.scalar(name, value)
+      tf1.add_to_collection(training_hooks.LOSS_COLLECTION, losses["total"])
       train_op = optimization.create_optimizer(
           losses["total"], learning_rate, num_train_steps, num_warmup_steps,
           False, use_horovod=distribution.use_horovod,
@@ -305,6 +312,78 @@ def checkpoint_step(model_dir):
 
 
 # ---------------------------------------------------------------------------
+# Checkpoints and damaged files.
+
+
+def check_output_dir_checkpoint(tvars, model_dir):
+  """Raises InputError when model_dir's latest checkpoint is another model."""
+  latest = tf.train.latest_checkpoint(model_dir)
+  if not latest:
+    return
+  differences = student_init.checkpoint_differences(tvars, latest)
+  if differences:
+    shown = differences[:10]
+    if len(differences) > 10:
+      shown.append("... and %d more" % (len(differences) - 10))
+    raise InputError(
+        "--output_dir %s holds checkpoint %s of another model than "
+        "--bert_config_file describes:\n  %s\nUse a new --output_dir, or the "
+        "bert_config that checkpoint was trained with." % (
+            model_dir, os.path.basename(latest), "\n  ".join(shown)))
+
+
+def unreadable_checkpoint_message(model_dir):
+  """Names --init_checkpoint or model_dir's latest checkpoint if unreadable."""
+  if FLAGS.init_checkpoint:
+    problem = modeling.unreadable_checkpoint_problem(FLAGS.init_checkpoint)
+    if problem:
+      return "--init_checkpoint: %s. Copy it again." % problem
+  latest = tf.train.latest_checkpoint(model_dir)
+  problem = latest and modeling.unreadable_checkpoint_problem(latest)
+  if problem:
+    return ("--output_dir: %s. Delete %s.* and the 'checkpoint' file of "
+            "--output_dir to start again, or edit that file to name an "
+            "earlier checkpoint to resume from." % (problem, latest))
+  return None
+
+
+@contextlib.contextmanager
+def naming_damaged_files(input_files, input_flag, model_dir):
+  """Turns TensorFlow's error for a damaged file into one naming the file.
+
+  A DataLossError ("corrupted record at N") or OutOfRangeError ("Read less
+  bytes than requested") names neither the file nor the flag. Reading the
+  checkpoints and the record files again finds which one is damaged; the
+  InputError names it, its flag and what to do. Other errors pass.
+  """
+  try:
+    yield
+  except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+    message = unreadable_checkpoint_message(model_dir)
+    if message:
+      raise InputError(message) from None
+    damage = record_format.find_damaged_record(input_files)
+    if damage:
+      raise InputError("%s: %s" % (input_flag, damage)) from None
+    raise
+
+
+def non_finite_message(error, model_dir):
+  """The message for a NonFiniteTrainingError: what, when, how to go on."""
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest:
+    resume = ("The latest checkpoint, %s, is from before that step; rerunning "
+              "resumes from it, so first lower --learning_rate (or raise "
+              "--num_warmup_steps), or the run may diverge again." % latest)
+  else:
+    resume = ("No checkpoint was written before it; a rerun starts from the "
+              "beginning, so first lower --learning_rate (or raise "
+              "--num_warmup_steps).")
+  return ("Training diverged: %s. No checkpoint was written from that step. "
+          "%s" % (error, resume))
+
+
+# ---------------------------------------------------------------------------
 # The run.
 
 
@@ -358,13 +437,54 @@ def build_estimator(model_fn, distribution):
   return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 
 
+def step_timeout_message(distribution, what):
+  """The watchdog's message when no `what` step finishes in time."""
+  if distribution.size > 1:
+    cause = "a rank (every step waits for all of them) or the input is stuck"
+  else:
+    cause = "the input is stuck, or one step takes longer than that"
+  return ("No %s step finished in %%.0f s (--step_timeout_secs %d): %s. "
+          "Aborting; rerun the same command to resume from the last "
+          "checkpoint." % (what, FLAGS.step_timeout_secs, cause))
+
+
+def evaluation_round(evaluate, distribution, watchdog):
+  """Rank 0 evaluates (evaluate() is None elsewhere); then the ranks meet.
+
+  The other ranks wait for rank 0 at the meeting point, outside any training
+  session, with the watchdog allowing each evaluation step as long as a
+  training step; so a healthy evaluation never trips --step_timeout_secs.
+  """
+  if evaluate:
+    evaluate()
+    limit = FLAGS.step_timeout_secs
+    message = ("After evaluating, rank 0 waited %%.0f s (--step_timeout_secs "
+               "%d) for the other ranks: one is stuck. Aborting; rerun the "
+               "same command to resume from the last checkpoint." % limit)
+  else:
+    limit = (FLAGS.max_eval_steps + 1) * FLAGS.step_timeout_secs
+    message = ("Rank 0 did not finish its evaluation in %%.0f s ((--max_eval_"
+               "steps + 1) x --step_timeout_secs = %d s): it is stuck. "
+               "Aborting; rerun the same command to resume from the last "
+               "checkpoint." % limit)
+  if watchdog:
+    watchdog.watch(limit, message)
+  distribution.agree(None)
+  if watchdog:
+    watchdog.pause()
+
+
 def train(estimator, input_fn, num_train_steps, hooks, distribution,
-          evaluate_every=0, evaluate=None):
+          watchdog=None, evaluate_every=0, evaluate=None):
   """Trains to num_train_steps, resuming from rank 0's last checkpoint.
 
   With evaluate_every > 0, trains in chunks ending at multiples of it and
-  calls evaluate() after each (rank 0 passes it; the others pass None).
-  Returns True when the last step was evaluated.
+  calls evaluate() after each (rank 0 passes it; the others pass None and
+  wait for it). Returns True when the last step was evaluated.
+
+  Raises:
+    InputError: when the loss or the weights become NaN or infinite; no
+      checkpoint is written from that step on.
   """
   # Every rank must agree, or rank 0 would skip training that the others
   # start (and wait for it forever).
@@ -373,16 +493,23 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
   if step >= num_train_steps:
     tf1.logging.info("Already trained to step %d; nothing to train.", step)
     return False
+  hooks = [training_hooks.NonFiniteLossHook()] + list(hooks)
   while step < num_train_steps:
     target = num_train_steps
     if evaluate_every:
       target = min(num_train_steps, (step // evaluate_every + 1) *
                    evaluate_every)
     tf1.logging.info("***** Training to step %d *****", target)
-    estimator.train(input_fn=input_fn, max_steps=target, hooks=hooks)
+    try:
+      estimator.train(
+          input_fn=input_fn, max_steps=target, hooks=hooks,
+          saving_listeners=[training_hooks.FiniteCheckpointListener()])
+    except training_hooks.NonFiniteTrainingError as error:
+      raise InputError(non_finite_message(
+          error, distribution.model_dir or FLAGS.output_dir)) from None
     step = target
-    if evaluate_every and evaluate:
-      evaluate()
+    if evaluate_every:
+      evaluation_round(evaluate, distribution, watchdog)
   return bool(evaluate_every and evaluate)
 
 
@@ -390,7 +517,10 @@ def run(distribution):
   """Trains and/or evaluates as the flags say; this process's part of it."""
   tf1.logging.set_verbosity(tf1.logging.INFO)
   check_flags()
-  bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+  try:
+    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+  except modeling.ConfigError as error:
+    raise InputError("--bert_config_file: %s" % error) from None
   if FLAGS.max_seq_length > bert_config.max_position_embeddings:
     raise InputError(
         "--max_seq_length %d exceeds max_position_embeddings %d of "
@@ -404,6 +534,7 @@ def run(distribution):
   train_files, train_label_spec = checked_input(
       FLAGS.input_file, "--input_file", bert_config, options)
   run_eval = FLAGS.do_eval and distribution.is_chief
+  eval_flag = "--eval_input_file" if FLAGS.eval_input_file else "--input_file"
   if run_eval and FLAGS.eval_input_file:
     eval_files, eval_label_spec = checked_input(
         FLAGS.eval_input_file, "--eval_input_file", bert_config, options)
@@ -420,6 +551,14 @@ def run(distribution):
     raise InputError("--num_train_steps %d is less than one step per process "
                      "(%d processes)" % (FLAGS.num_train_steps,
                                          distribution.size))
+  if (FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint
+      and distribution.is_chief
+      and not tf.train.latest_checkpoint(FLAGS.output_dir)):
+    raise InputError(
+        "--do_eval without --do_train evaluates the latest checkpoint in "
+        "--output_dir, but %s holds none. Train first, point --output_dir at "
+        "a trained model, or pass --init_checkpoint to evaluate that." %
+        FLAGS.output_dir)
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
   stats = {}
@@ -429,14 +568,22 @@ def run(distribution):
       num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats)
   estimator = build_estimator(model_fn, distribution)
 
+  watchdog = training_hooks.Watchdog() if FLAGS.step_timeout_secs else None
+
   def evaluate():
     """Evaluates the latest checkpoint; writes eval_results.txt."""
-    results = estimator.evaluate(
-        input_fn=training_input.input_fn_builder(
-            eval_files, FLAGS.eval_batch_size, FLAGS.max_seq_length,
-            FLAGS.max_predictions_per_seq, eval_label_spec,
-            is_training=False),
-        steps=FLAGS.max_eval_steps)
+    hooks = []
+    if watchdog:
+      hooks.append(training_hooks.StepTimeoutHook(
+          watchdog, FLAGS.step_timeout_secs,
+          step_timeout_message(distribution, "evaluation")))
+    with naming_damaged_files(eval_files, eval_flag, FLAGS.output_dir):
+      results = estimator.evaluate(
+          input_fn=training_input.input_fn_builder(
+              eval_files, FLAGS.eval_batch_size, FLAGS.max_seq_length,
+              FLAGS.max_predictions_per_seq, eval_label_spec,
+              is_training=False),
+          steps=FLAGS.max_eval_steps, hooks=hooks)
     write_eval_results(FLAGS.output_dir, results)
     if FLAGS.do_train and FLAGS.eval_every_steps:
       append_eval_history(FLAGS.output_dir, results)
@@ -446,19 +593,24 @@ def run(distribution):
     throughput = training_hooks.ThroughputHook(FLAGS.train_batch_size * distribution.size,
                                 FLAGS.iterations_per_loop)
     hooks = [throughput, training_hooks.VariablesChecksumHook(distribution.rank)]
-    if FLAGS.step_timeout_secs:
+    if watchdog:
       # First, so that it also watches the other hooks' session setup.
-      hooks.insert(0, training_hooks.StepTimeoutHook(FLAGS.step_timeout_secs))
-    evaluated = train(
-        estimator,
-        training_input.input_fn_builder(
-            train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
-            FLAGS.max_predictions_per_seq, train_label_spec,
-            is_training=True, num_shards=distribution.size,
-            shard_index=distribution.rank),
-        num_train_steps, hooks + distribution.train_hooks, distribution,
-        evaluate_every=FLAGS.eval_every_steps if FLAGS.do_eval else 0,
-        evaluate=evaluate if run_eval else None)
+      hooks.insert(0, training_hooks.StepTimeoutHook(
+          watchdog, FLAGS.step_timeout_secs,
+          step_timeout_message(distribution, "training")))
+    with naming_damaged_files(train_files, "--input_file",
+                              distribution.model_dir or FLAGS.output_dir):
+      evaluated = train(
+          estimator,
+          training_input.input_fn_builder(
+              train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
+              FLAGS.max_predictions_per_seq, train_label_spec,
+              is_training=True, num_shards=distribution.size,
+              shard_index=distribution.rank),
+          num_train_steps, hooks + distribution.train_hooks, distribution,
+          watchdog=watchdog,
+          evaluate_every=FLAGS.eval_every_steps if FLAGS.do_eval else 0,
+          evaluate=evaluate if run_eval else None)
     if distribution.is_chief and throughput.steps:
       write_train_stats(FLAGS.output_dir, stats["params"], throughput,
                         distribution.size)

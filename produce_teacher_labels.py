@@ -118,11 +118,13 @@ def check_input_files(input_files, max_seq_length, max_predictions_per_seq):
   label_names = (record_format.TRUNCATED_PROBS, record_format.TOP_K_INDICES,
                  record_format.FULL_PROBS, record_format.NEXT_SENTENCE_PROBS)
   for path in input_files:
-    try:
-      described = record_format.describe_record(path)
-    except ValueError:
+    if tf.io.gfile.stat(path).length == 0:
       tf1.logging.warning("%s holds no records", path)
       continue
+    try:
+      described = record_format.describe_record(path)
+    except ValueError as error:  # Damaged, or not a record file.
+      raise InputError("--input_file: %s" % error) from None
     labelled = [name for name in label_names if name in described]
     if labelled:
       raise InputError(
@@ -501,8 +503,20 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
     config = session_config(local_rank, local_size, FLAGS.use_xla,
                             distributed)
     with tf1.Session(config=config) as sess:
-      sess.run(tf1.global_variables_initializer())
-      return write_records(sess, records, output_path)
+      try:
+        sess.run(tf1.global_variables_initializer())
+      except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as error:
+        problem = modeling.unreadable_checkpoint_problem(
+            FLAGS.init_checkpoint) or error.message
+        raise InputError("--init_checkpoint: %s. Copy it again." %
+                         problem) from None
+      try:
+        return write_records(sess, records, output_path)
+      except tf.errors.DataLossError:
+        damage = record_format.find_damaged_record(input_files)
+        if damage:
+          raise InputError("--input_file: %s" % damage) from None
+        raise
 
 
 def label_records():

@@ -14,6 +14,9 @@ tf1 = tf.compat.v1
 
 InputError = command_line.InputError
 
+# Names optimization.py gives the Adam moments of a variable.
+OPTIMIZER_SLOT_SUFFIXES = ("/adam_m", "/adam_v")
+
 
 def parse_layer_map(text):
   """Parses --init_layer_map ("0,2,4") into a list of ints ([] if empty)."""
@@ -99,3 +102,30 @@ def init_student_from_checkpoint(tvars, init_checkpoint, layer_map=None,
   tf1.logging.info("Initialised %d of %d variables from %s", len(loaded),
                    len(tvars), init_checkpoint)
   return loaded
+
+
+def checkpoint_differences(tvars, checkpoint):
+  """Lists how `checkpoint` differs from the model whose variables are tvars.
+
+  Compares names and shapes: a model variable the checkpoint lacks or holds
+  in another shape, and a checkpoint variable under the model's scopes
+  (e.g. "bert/", "cls/") that the model lacks. Optimizer slots and other
+  bookkeeping are ignored. Returns [] when the checkpoint fits.
+  """
+  checkpoint_shapes = dict(tf.train.list_variables(checkpoint))
+  model_shapes = {re.sub(r":\d+$", "", var.name): var.shape.as_list()
+                  for var in tvars}
+  differences = []
+  for name, shape in sorted(model_shapes.items()):
+    if name not in checkpoint_shapes:
+      differences.append("%s %s: not in the checkpoint" % (name, shape))
+    elif list(checkpoint_shapes[name]) != shape:
+      differences.append("%s: model %s, checkpoint %s" % (
+          name, shape, list(checkpoint_shapes[name])))
+  scopes = {name.split("/")[0] for name in model_shapes}
+  for name, shape in sorted(checkpoint_shapes.items()):
+    if (name.split("/")[0] in scopes and name not in model_shapes
+        and not name.endswith(OPTIMIZER_SLOT_SUFFIXES)):
+      differences.append("%s %s: in the checkpoint, not in the model" % (
+          name, list(shape)))
+  return differences

@@ -14,6 +14,9 @@ tf1 = tf.compat.v1
 
 InputError = command_line.InputError
 
+# Records per file whose token ids check_input_files compares with the vocab.
+EXAMPLES_CHECKED = 8
+
 
 def input_fn_builder(input_files, batch_size, max_seq_length,
                      max_predictions_per_seq, label_spec, is_training,
@@ -69,18 +72,8 @@ def expand_files(patterns, flag_name):
   """Expands a glob/comma list, or raises InputError naming the flag."""
   try:
     return record_format.expand_input_files(patterns or "")
-  except ValueError:
-    raise InputError("%s %r matches no files" % (flag_name, patterns))
-
-
-def _first_examples(path, count):
-  """The first `count` records of `path` as tf.train.Example."""
-  examples = []
-  for raw in tf1.io.tf_record_iterator(path):
-    examples.append(tf.train.Example.FromString(raw))
-    if len(examples) == count:
-      break
-  return examples
+  except ValueError as error:
+    raise InputError("%s: %s" % (flag_name, error)) from None
 
 
 def _max_int(examples, name):
@@ -92,19 +85,40 @@ def _max_int(examples, name):
 def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
                       needs_teacher_labels):
-  """Checks the first records of files[0] against the flags.
+  """Checks the first records of every file against the flags.
 
   Returns True when the records hold teacher labels (then they match
   --truncation_factor and the student's vocab_size).
 
   Raises:
-    InputError: with a message naming the flag to fix.
+    InputError: with a message naming the flag to fix, also when some files
+      hold teacher labels and others do not.
   """
-  path = files[0]
+  with_labels = {}
+  for path in files:
+    with_labels[path] = _check_input_file(
+        path, flag_name, max_seq_length, max_predictions_per_seq,
+        truncation_factor, vocab_size, needs_teacher_labels)
+  labelled = sorted(path for path, labels in with_labels.items() if labels)
+  plain = sorted(path for path, labels in with_labels.items() if not labels)
+  if labelled and plain:
+    raise InputError("%s mixes files with teacher labels (%s) and without "
+                     "(%s)" % (flag_name, labelled[0], plain[0]))
+  return bool(labelled)
+
+
+def _check_input_file(path, flag_name, max_seq_length,
+                      max_predictions_per_seq, truncation_factor, vocab_size,
+                      needs_teacher_labels):
+  """check_input_files() for one file: its first records against the flags.
+
+  Returns True when the file holds teacher labels.
+  """
   try:
     described = record_format.describe_record(path)
+    examples = record_format.first_examples(path, EXAMPLES_CHECKED)
   except ValueError as error:
-    raise InputError("%s: %s" % (flag_name, error))
+    raise InputError("%s: %s" % (flag_name, error)) from None
 
   def length(name):
     return described.get(name, (None, None))[1]
@@ -140,7 +154,6 @@ def check_input_files(files, flag_name, max_seq_length,
           "--nsp_loss hard|none)" % (flag_name, path))
     held = None
 
-  examples = _first_examples(path, 32)
   largest = max(_max_int(examples, "input_ids"),
                 _max_int(examples, "masked_lm_ids"))
   if largest >= vocab_size:

@@ -535,7 +535,7 @@ def test_teacher_index_beyond_student_vocab(data, tmp_path):
 
 
 def test_empty_glob_and_empty_file(data, tmp_path):
-  with pytest.raises(trainer.InputError, match="--input_file .* matches no "
+  with pytest.raises(trainer.InputError, match="--input_file: .* matches no "
                      "files"):
     training_input.expand_files(str(tmp_path / "nothing*.tfrecord"), "--input_file")
   empty = str(tmp_path / "empty.tfrecord")
