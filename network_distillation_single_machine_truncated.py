@@ -308,7 +308,12 @@ def checkpoint_step(model_dir):
   latest = tf.train.latest_checkpoint(model_dir)
   if not latest:
     return 0
-  return int(tf.train.load_checkpoint(latest).get_tensor("global_step"))
+  try:
+    return int(tf.train.load_checkpoint(latest).get_tensor("global_step"))
+  except (tf.errors.OpError, IndexError, ValueError) as error:
+    problem = (modeling.unreadable_checkpoint_problem(latest) or
+               "checkpoint %s cannot be read (%s)" % (latest, error))
+    raise InputError(output_dir_checkpoint_message(problem, latest)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -332,6 +337,13 @@ def check_output_dir_checkpoint(tvars, model_dir):
             model_dir, os.path.basename(latest), "\n  ".join(shown)))
 
 
+def output_dir_checkpoint_message(problem, checkpoint):
+  """The message for an unreadable checkpoint in --output_dir."""
+  return ("--output_dir: %s. Delete %s.* and the 'checkpoint' file of "
+          "--output_dir to start again, or edit that file to name an "
+          "earlier checkpoint to resume from." % (problem, checkpoint))
+
+
 def unreadable_checkpoint_message(model_dir):
   """Names --init_checkpoint or model_dir's latest checkpoint if unreadable."""
   if FLAGS.init_checkpoint:
@@ -341,9 +353,7 @@ def unreadable_checkpoint_message(model_dir):
   latest = tf.train.latest_checkpoint(model_dir)
   problem = latest and modeling.unreadable_checkpoint_problem(latest)
   if problem:
-    return ("--output_dir: %s. Delete %s.* and the 'checkpoint' file of "
-            "--output_dir to start again, or edit that file to name an "
-            "earlier checkpoint to resume from." % (problem, latest))
+    return output_dir_checkpoint_message(problem, latest)
   return None
 
 
