@@ -147,9 +147,12 @@ flags.DEFINE_integer(
     "step_timeout_secs", 0,
     "Abort the process (exit status 3) when no training or evaluation step "
     "finishes for this many seconds, e.g. when a Horovod peer hangs. 0 = off "
-    "(the default here; the distributed trainer's default is %d). While rank "
-    "0 evaluates, the other ranks wait up to (--max_eval_steps + 1) times "
-    "this." % training_hooks.DISTRIBUTED_STEP_TIMEOUT_SECS)
+    "(the default here; the distributed trainer's default is %d). The first "
+    "step of a session may take %d times as long (graph optimisation, "
+    "waiting for every rank); while rank 0 evaluates, the other ranks wait up "
+    "to (--max_eval_steps + 1) times as long." % (
+        training_hooks.DISTRIBUTED_STEP_TIMEOUT_SECS,
+        training_hooks.StepTimeoutHook.FIRST_STEP_FACTOR))
 
 flags.DEFINE_integer(
     "eval_every_steps", 0,
@@ -504,6 +507,9 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
     tf1.logging.info("Already trained to step %d; nothing to train.", step)
     return False
   hooks = [training_hooks.NonFiniteLossHook()] + list(hooks)
+  # Only rank 0 saves checkpoints.
+  listeners = ([training_hooks.FiniteCheckpointListener()]
+               if distribution.is_chief else None)
   while step < num_train_steps:
     target = num_train_steps
     if evaluate_every:
@@ -513,7 +519,7 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
     try:
       estimator.train(
           input_fn=input_fn, max_steps=target, hooks=hooks,
-          saving_listeners=[training_hooks.FiniteCheckpointListener()])
+          saving_listeners=listeners)
     except training_hooks.NonFiniteTrainingError as error:
       raise InputError(non_finite_message(
           error, distribution.model_dir or FLAGS.output_dir)) from None

@@ -73,21 +73,32 @@ class StepTimeoutHook(tf1.train.SessionRunHook):
   """Watches the steps of a session (training or evaluation) with a Watchdog.
 
   The clock starts when the session is ready, so it also covers a rank
-  waiting in the initial broadcast, and restarts after every step. When
-  the session ends the watchdog pauses.
+  waiting in the initial broadcast, and restarts after every step. The
+  first step of a session may take FIRST_STEP_FACTOR times as long: it also
+  optimises the graph and waits for the slowest rank to start. When the
+  session ends the watchdog pauses.
   """
+
+  FIRST_STEP_FACTOR = 4
 
   def __init__(self, watchdog, timeout_secs, message):
     """`message` has one %.0f for the seconds waited."""
     self._watchdog = watchdog
     self._timeout_secs = timeout_secs
     self._message = message
+    self._first_step = True
 
   def after_create_session(self, session, coord):
-    self._watchdog.watch(self._timeout_secs, self._message)
+    self._first_step = True
+    self._watchdog.watch(self._timeout_secs * self.FIRST_STEP_FACTOR,
+                         self._message)
 
   def after_run(self, run_context, run_values):
-    self._watchdog.progress()
+    if self._first_step:
+      self._first_step = False
+      self._watchdog.watch(self._timeout_secs, self._message)
+    else:
+      self._watchdog.progress()
 
   def end(self, session):
     self._watchdog.pause()

@@ -587,10 +587,18 @@ def test_distillation_lowers_loss_and_raises_agreement(data, tmp_path):
                 temperature=2.0, kd_target="renormalized",
                 hard_label_weight=0.0, num_train_steps=120,
                 num_warmup_steps=10, save_checkpoints_steps=60)
-  # Evaluating before any training measures the random student.
+  # Evaluating a randomly initialised checkpoint measures the untrained
+  # student (eval-only needs a checkpoint).
+  untrained = str(tmp_path / "untrained" / "model.ckpt")
+  with tf.Graph().as_default():
+    build_student(data["student_config"])
+    with tf1.Session() as session:
+      session.run(tf1.global_variables_initializer())
+      tf1.train.Saver().save(session, untrained)
   conftest.run_script(SCRIPT, *trainer_args(
-      data, str(tmp_path / "untrained"), "--do_eval", "True", **common))
-  before = read_eval_results(str(tmp_path / "untrained"))
+      data, str(tmp_path / "untrained_eval"), "--do_eval", "True",
+      init_checkpoint=untrained, **common))
+  before = read_eval_results(str(tmp_path / "untrained_eval"))
 
   result = conftest.run_script(SCRIPT, *trainer_args(
       data, out, "--do_train", "True", "--do_eval", "True",

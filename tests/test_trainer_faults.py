@@ -329,7 +329,7 @@ def test_distributed_trainer_has_a_step_timeout_by_default():
       "network_distillation_distributed_truncated.py", "--helpfull",
       check=False, timeout=120)
   help_text = result.stdout + result.stderr
-  start = help_text.index("--step_timeout_secs")
+  start = help_text.index("--step_timeout_secs: ")
   assert "(default: '1800')" in help_text[start:start + 1000]
 
 
@@ -348,7 +348,7 @@ def test_step_timeout_spares_a_healthy_evaluation(tmp_path, data):
   result = subprocess.run(mpirun_command(2, trainer_args(
       data, out, "--do_train", "True", "--do_eval", "True",
       eval_input_file=str(tmp_path / "eval_*.tfrecord"), eval_every_steps=2,
-      num_train_steps=8, step_timeout_secs=4, eval_batch_size=64,
+      num_train_steps=8, step_timeout_secs=8, eval_batch_size=64,
       max_eval_steps=160)), cwd=conftest.REPO,
                           env=horovod_env(str(tmp_path / "tmp")),
                           capture_output=True, text=True, timeout=400)
