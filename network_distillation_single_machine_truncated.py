@@ -414,6 +414,25 @@ def check_flags():
     raise InputError("--truncation_factor must be >= 0")
   if FLAGS.step_timeout_secs < 0 or FLAGS.eval_every_steps < 0:
     raise InputError("--step_timeout_secs and --eval_every_steps must be >= 0")
+  for name in ("train_batch_size", "eval_batch_size", "max_seq_length",
+               "max_predictions_per_seq", "save_checkpoints_steps",
+               "iterations_per_loop", "max_eval_steps"):
+    if FLAGS[name].value < 1:
+      raise InputError("--%s must be at least 1, got %d" % (
+          name, FLAGS[name].value))
+  if FLAGS.num_warmup_steps < 0 or FLAGS.learning_rate <= 0:
+    raise InputError("--num_warmup_steps must be >= 0 and --learning_rate "
+                     "positive")
+  if FLAGS.init_checkpoint and not tf.train.latest_checkpoint(
+      FLAGS.init_checkpoint) and not tf.io.gfile.exists(
+          FLAGS.init_checkpoint + ".index"):
+    raise InputError("--init_checkpoint %s is not a checkpoint (no %s.index, "
+                     "nor a folder holding one)" % (FLAGS.init_checkpoint,
+                                                     FLAGS.init_checkpoint))
+  if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(
+      FLAGS.output_dir):
+    raise InputError("--output_dir %s is a file, not a folder" %
+                     FLAGS.output_dir)
 
 
 def loss_options_from_flags():

@@ -9,9 +9,12 @@ The tiny records, configs and teacher come from test_distillation_trainer.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
+from absl import flags
+from absl.testing import flagsaver
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -138,6 +141,28 @@ def test_trainer_names_a_config_without_num_hidden_layers(tmp_path, data):
       bert_config_file=path))
   assert error.startswith("ERROR: --bert_config_file: BERT config %s: "
                           "missing key(s) num_hidden_layers" % path), error
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("train_batch_size", 0, "--train_batch_size must be at least 1, got 0"),
+    ("save_checkpoints_steps", -5, "--save_checkpoints_steps must be at "
+     "least 1"),
+    ("learning_rate", 0, "--learning_rate positive"),
+    ("init_checkpoint", "{tmp}/no_such.ckpt", "--init_checkpoint "
+     "{tmp}/no_such.ckpt is not a checkpoint"),
+    ("output_dir", "{tmp}/a_file", "--output_dir {tmp}/a_file is a file"),
+])
+def test_flag_checks_name_the_flag(tmp_path, flag, value, message):
+  """Each of these used to end in a TensorFlow traceback."""
+  (tmp_path / "a_file").write_text("x")
+  argv = ["trainer", "--bert_config_file=c.json", "--input_file=x",
+          "--output_dir=%s" % (tmp_path / "out"), "--do_train=True",
+          "--%s=%s" % (flag, str(value).format(tmp=tmp_path))]
+  with flagsaver.flagsaver():
+    flags.FLAGS(argv)
+    with pytest.raises(trainer.InputError,
+                       match=re.escape(message.format(tmp=tmp_path))):
+      trainer.check_flags()
 
 
 # ---------------------------------------------------------------------------
