@@ -475,9 +475,11 @@ def step_timeout_message(distribution, what):
     cause = "a rank (every step waits for all of them) or the input is stuck"
   else:
     cause = "the input is stuck, or one step takes longer than that"
-  return ("No %s step finished in %%.0f s (--step_timeout_secs %d): %s. "
-          "Aborting; rerun the same command to resume from the last "
-          "checkpoint." % (what, FLAGS.step_timeout_secs, cause))
+  return ("No %s step finished in %%.0f s (--step_timeout_secs %d; the "
+          "first step of a session gets %d times that): %s. Aborting; rerun "
+          "the same command to resume from the last checkpoint." % (
+              what, FLAGS.step_timeout_secs,
+              training_hooks.StepTimeoutHook.FIRST_STEP_FACTOR, cause))
 
 
 def evaluation_round(evaluate, distribution, watchdog):

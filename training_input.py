@@ -5,6 +5,9 @@ them with the flags, so that a mismatch is an error naming the flag before a
 long run starts.
 """
 
+import os
+import stat
+
 import tensorflow as tf
 
 import command_line
@@ -96,6 +99,10 @@ def check_input_files(files, flag_name, max_seq_length,
   """
   with_labels = {}
   for path in files:
+    if _is_pipe(path):
+      tf1.logging.info("%s is a pipe; not checked (that would consume it)",
+                       path)
+      continue
     with_labels[path] = _check_input_file(
         path, flag_name, max_seq_length, max_predictions_per_seq,
         truncation_factor, vocab_size, needs_teacher_labels)
@@ -105,6 +112,15 @@ def check_input_files(files, flag_name, max_seq_length,
     raise InputError("%s mixes files with teacher labels (%s) and without "
                      "(%s)" % (flag_name, labelled[0], plain[0]))
   return bool(labelled)
+
+
+def _is_pipe(path):
+  """True for a named pipe or a character device (not for remote files)."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError:
+    return False
+  return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 def _check_input_file(path, flag_name, max_seq_length,

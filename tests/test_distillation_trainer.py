@@ -711,7 +711,7 @@ def test_step_timeout_aborts_a_stuck_run(data, tmp_path):
   """A named pipe that no one writes to blocks the input for good."""
   good = str(tmp_path / "a_good.tfrecord")
   shutil.copy(data["distill.tfrecord"], good)
-  stuck = str(tmp_path / "z_stuck.tfrecord")  # Sorted last: not checked.
+  stuck = str(tmp_path / "z_stuck.tfrecord")  # A pipe: not checked.
   os.mkfifo(stuck)
   start = time.time()
   result = conftest.run_script(SCRIPT, *trainer_args(
