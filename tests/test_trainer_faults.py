@@ -226,7 +226,7 @@ def test_damaged_training_and_eval_records_are_named(tmp_path, data):
       [data["distill.tfrecord"], damaged]).count == bad
   error = run_failing(SCRIPT, *trainer_args(
       data, str(tmp_path / "out"), "--do_train", "True",
-      input_file=damaged, num_train_steps=40, train_batch_size=32))
+      input_file=damaged, num_train_steps=12, train_batch_size=32))
   assert error.startswith(
       "ERROR: --input_file: %s is damaged: record %d, at byte offset" % (
           damaged, bad)), error
@@ -311,9 +311,6 @@ def test_output_dir_state(tmp_path, data):
           "checkpoint [32, 64]" in error)
   assert ("bert/encoder/layer_1/attention/output/LayerNorm/beta [32]: in the "
           "checkpoint, not in the model" in error)
-  error = run_failing(SCRIPT, *trainer_args(
-      data, out, "--do_eval", "True", bert_config_file=other_config))
-  assert "holds checkpoint model.ckpt-3 of another model" in error
   assert trainer.checkpoint_step(out) == 3
 
   # A truncated checkpoint to resume from is named with its flag.
