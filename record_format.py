@@ -91,8 +91,9 @@ class DamagedRecordError(ValueError):
     kind = ("truncated (the file ends inside it)" if "truncated" in reason
             else "corrupted (its checksum does not match)")
     super(DamagedRecordError, self).__init__(
-        "%s is damaged: record %d, at byte offset %d, is %s. Remove the file "
-        "from the list or regenerate it." % (path, count, offset, kind))
+        "%s is damaged: the record at byte offset %d (after %d good ones) "
+        "is %s. Remove the file from the list or regenerate it." % (
+            path, offset, count, kind))
     self.path = path
     self.count = count
     self.offset = offset

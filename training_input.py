@@ -1,6 +1,6 @@
 """The trainers' input: the tf.data pipeline and cheap checks of the records.
 
-check_input_files() reads the first records of the input files and compares
+check_input_files() reads the first records of every input file and compares
 them with the flags, so that a mismatch is an error naming the flag before a
 long run starts.
 """

@@ -209,8 +209,8 @@ def test_every_input_file_is_checked(tmp_path, data):
   with open(damaged, "wb") as f:
     f.write(head)
   with pytest.raises(trainer.InputError, match="--input_file: .*"
-                     "z_damaged.tfrecord is damaged: record 0, at byte "
-                     "offset 0, is truncated"):
+                     "z_damaged.tfrecord is damaged: the record at byte "
+                     r"offset 0 \(after 0 good ones\) is truncated"):
     check([data["distill.tfrecord"], damaged])
 
 
@@ -228,8 +228,9 @@ def test_damaged_training_and_eval_records_are_named(tmp_path, data):
       data, str(tmp_path / "out"), "--do_train", "True",
       input_file=damaged, num_train_steps=12, train_batch_size=32))
   assert error.startswith(
-      "ERROR: --input_file: %s is damaged: record %d, at byte offset" % (
-          damaged, bad)), error
+      "ERROR: --input_file: %s is damaged: the record at byte offset" % (
+          damaged)), error
+  assert "(after %d good ones)" % bad in error
   assert "is corrupted (its checksum does not match). Remove the file" in error
 
   cut = str(tmp_path / "cut_eval.tfrecord")
@@ -237,8 +238,9 @@ def test_damaged_training_and_eval_records_are_named(tmp_path, data):
   error = run_failing(SCRIPT, *trainer_args(
       data, str(tmp_path / "out2"), "--do_train", "True", "--do_eval", "True",
       eval_input_file=cut, num_train_steps=2))
-  assert error.startswith("ERROR: --eval_input_file: %s is damaged: record "
-                          "%d" % (cut, bad)), error
+  assert error.startswith("ERROR: --eval_input_file: %s is damaged: "
+                          % cut), error
+  assert "(after %d good ones)" % bad in error
   assert "is truncated" in error
 
 
@@ -254,8 +256,9 @@ def test_teacher_labels_name_damaged_records_and_checkpoint(tmp_path, data):
   bad = damage_record_file(data["plain.tfrecord"], damaged, truncate=True)
   error = run_failing(LABELS_SCRIPT, *label_args(damaged,
                                                  data["teacher_checkpoint"]))
-  assert error.startswith("ERROR: --input_file: %s is damaged: record %d" % (
-      damaged, bad)), error
+  assert error.startswith("ERROR: --input_file: %s is damaged: " % damaged), (
+      error)
+  assert "(after %d good ones)" % bad in error
 
   checkpoint = str(tmp_path / "teacher" / "model.ckpt")
   shutil.copytree(os.path.dirname(data["teacher_checkpoint"]),
