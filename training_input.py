@@ -87,31 +87,37 @@ def _max_int(examples, name):
 
 def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
-                      needs_teacher_labels):
+                      needs_teacher_labels, needs_next_sentence_probs=False):
   """Checks the first records of every file against the flags.
 
   Returns True when the records hold teacher labels (then they match
-  --truncation_factor and the student's vocab_size).
+  --truncation_factor and the student's vocab_size). With
+  needs_next_sentence_probs (--nsp_loss soft) the labels must include the
+  teacher's next-sentence probabilities.
 
   Raises:
     InputError: with a message naming the flag to fix, also when some files
       hold teacher labels and others do not.
   """
-  with_labels = {}
+  kinds = {}  # path -> (holds teacher labels, holds next_sentence_probs)
   for path in files:
     if _is_pipe(path):
       tf1.logging.info("%s is a pipe; not checked (that would consume it)",
                        path)
       continue
-    with_labels[path] = _check_input_file(
+    kinds[path] = _check_input_file(
         path, flag_name, max_seq_length, max_predictions_per_seq,
-        truncation_factor, vocab_size, needs_teacher_labels)
-  labelled = sorted(path for path, labels in with_labels.items() if labels)
-  plain = sorted(path for path, labels in with_labels.items() if not labels)
-  if labelled and plain:
-    raise InputError("%s mixes files with teacher labels (%s) and without "
-                     "(%s)" % (flag_name, labelled[0], plain[0]))
-  return bool(labelled)
+        truncation_factor, vocab_size, needs_teacher_labels,
+        needs_next_sentence_probs)
+  # One parsing spec reads every file, so they must hold the same features.
+  for index, what in ((0, "teacher labels"),
+                      (1, record_format.NEXT_SENTENCE_PROBS)):
+    holding = sorted(path for path, kind in kinds.items() if kind[index])
+    lacking = sorted(path for path, kind in kinds.items() if not kind[index])
+    if holding and lacking:
+      raise InputError("%s mixes files with %s (%s) and without (%s)" % (
+          flag_name, what, holding[0], lacking[0]))
+  return any(kind[0] for kind in kinds.values())
 
 
 def _is_pipe(path):
@@ -125,10 +131,10 @@ def _is_pipe(path):
 
 def _check_input_file(path, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
-                      needs_teacher_labels):
+                      needs_teacher_labels, needs_next_sentence_probs):
   """check_input_files() for one file: its first records against the flags.
 
-  Returns True when the file holds teacher labels.
+  Returns (holds teacher labels, holds next_sentence_probs).
   """
   try:
     described = record_format.describe_record(path)
@@ -176,8 +182,9 @@ def _check_input_file(path, flag_name, max_seq_length,
     raise InputError(
         "%s holds token id %d but the student's vocab_size "
         "(--bert_config_file) is %d" % (path, largest, vocab_size))
+  with_next_sentence = record_format.NEXT_SENTENCE_PROBS in described
   if held is None:
-    return False
+    return False, with_next_sentence
 
   if held != truncation_factor:
     raise InputError("--truncation_factor is %d but %s holds %s; pass "
@@ -195,4 +202,17 @@ def _check_input_file(path, flag_name, max_seq_length,
           "%s: the teacher labels hold token index %d but the student's "
           "vocab_size (--bert_config_file) is %d; student and teacher must "
           "share the vocabulary" % (path, largest, vocab_size))
-  return True
+  if (needs_next_sentence_probs and
+      record_format.NEXT_SENTENCE_PROBS not in described):
+    raise InputError(
+        "--nsp_loss soft needs the teacher's %s, but %s (%s) holds none: its "
+        "teacher had no next-sentence head (e.g. one converted from "
+        "BertForMaskedLM). Use --nsp_loss hard or none." % (
+            record_format.NEXT_SENTENCE_PROBS, path, flag_name))
+  return True, with_next_sentence
+
+
+def holds_next_sentence_probs(files):
+  """Whether the records (judged by the first) hold next_sentence_probs."""
+  return record_format.NEXT_SENTENCE_PROBS in record_format.describe_record(
+      files[0])
