@@ -36,6 +36,7 @@ import command_line
 import distillation
 import modeling
 import optimization
+import precision
 import record_format
 import student_init
 import training_hooks
@@ -155,6 +156,9 @@ flags.DEFINE_integer(
     "evaluate after each chunk and append the metrics to "
     "output_dir/eval_history.jsonl. 0 = evaluate once at the end.")
 
+flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
+                  precision.FLAG_HELP)
+
 FLAGS = flags.FLAGS
 
 InputError = command_line.InputError
@@ -169,17 +173,20 @@ class Distribution(object):
     model_dir: where this process keeps checkpoints (None = --output_dir).
     use_horovod: average gradients over the processes.
     scale_learning_rate: with Horovod, multiply the learning rate by size.
+    fp16_allreduce: with Horovod, all-reduce the gradients in float16.
     train_hooks: extra SessionRunHooks for training.
     session_config: a tf ConfigProto or None.
   """
 
   def __init__(self, size=1, rank=0, model_dir=None, use_horovod=False,
-               scale_learning_rate=True, train_hooks=(), session_config=None):
+               scale_learning_rate=True, fp16_allreduce=False, train_hooks=(),
+               session_config=None):
     self.size = size
     self.rank = rank
     self.model_dir = model_dir
     self.use_horovod = use_horovod
     self.scale_learning_rate = scale_learning_rate
+    self.fp16_allreduce = fp16_allreduce
     self.train_hooks = list(train_hooks)
     self.session_config = session_config
 
@@ -200,8 +207,12 @@ class Distribution(object):
 def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
                      skip_mismatched, learning_rate, num_train_steps,
                      num_warmup_steps, max_predictions_per_seq, distribution,
-                     stats):
-  """Returns the Estimator model_fn; it records the parameter count in stats."""
+                     stats, precision_name="fp32"):
+  """Returns the Estimator model_fn; it records the parameter count in stats.
+
+  precision_name is a --precision value; fp16 training gets dynamic loss
+  scaling.
+  """
 
   def model_fn(features, labels, mode, params):
     """Builds the student and its loss, train op or metrics."""
@@ -210,7 +221,8 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     _, masked_lm_logits, next_sentence_logits = modeling.pretraining_model(
         bert_config, is_training, features["input_ids"],
         features["masked_lm_positions"], input_mask=features["input_mask"],
-        token_type_ids=features["segment_ids"])
+        token_type_ids=features["segment_ids"],
+        compute_type=precision.compute_type(precision_name))
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
@@ -229,10 +241,13 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     if is_training:
       for name, value in losses.items():
         tf1.summary.scalar(name, value)
+      loss_scale = (optimization.DynamicLossScale()
+                    if precision_name == "fp16" else None)
       train_op = optimization.create_optimizer(
           losses["total"], learning_rate, num_train_steps, num_warmup_steps,
           False, use_horovod=distribution.use_horovod,
-          scale_learning_rate=distribution.scale_learning_rate)
+          scale_learning_rate=distribution.scale_learning_rate,
+          loss_scale=loss_scale, fp16_allreduce=distribution.fp16_allreduce)
       return tf.estimator.EstimatorSpec(mode, loss=losses["total"],
                                         train_op=train_op)
     if mode == tf.estimator.ModeKeys.EVAL:
@@ -286,6 +301,7 @@ def write_train_stats(output_dir, params, throughput, processes):
   """Writes output_dir/train_stats.json (read by the demo's report)."""
   train_stats = {
       "params": params,
+      "precision": FLAGS.precision,
       "train_seq_per_s": throughput.sequences_per_second(),
       "steps": throughput.steps,
       "seconds": throughput.seconds,
@@ -390,6 +406,7 @@ def run(distribution):
   """Trains and/or evaluates as the flags say; this process's part of it."""
   tf1.logging.set_verbosity(tf1.logging.INFO)
   check_flags()
+  precision.check_hardware(FLAGS.precision)
   bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
   if FLAGS.max_seq_length > bert_config.max_position_embeddings:
     raise InputError(
@@ -426,7 +443,8 @@ def run(distribution):
   model_fn = model_fn_builder(
       bert_config, options, FLAGS.init_checkpoint, layer_map,
       FLAGS.init_skip_mismatched, FLAGS.learning_rate, num_train_steps,
-      num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats)
+      num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats,
+      FLAGS.precision)
   estimator = build_estimator(model_fn, distribution)
 
   def evaluate():

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import command_line
 import modeling
+import precision
 import record_format
 
 tf1 = tf.compat.v1
@@ -63,6 +64,9 @@ flags.DEFINE_bool(
     "given (for tests). Without this flag a missing checkpoint is an error.")
 
 flags.DEFINE_bool("use_xla", False, "Compile the teacher with XLA JIT.")
+
+flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
+                  precision.FLAG_HELP)
 
 FLAGS = flags.FLAGS
 
@@ -199,17 +203,20 @@ def input_dataset(input_files, bert_config, batch_size, max_seq_length,
   return dataset.prefetch(2)
 
 
-def teacher_labels(bert_config, features, truncation_factor):
+def teacher_labels(bert_config, features, truncation_factor,
+                   compute_type=tf.float32):
   """Builds the teacher and returns its labels {feature name: [batch, n]}.
 
   The masked-LM head runs only at the masked positions. With k > 0 the top-k
   is taken on the device from the logits, and only those k probabilities are
-  computed (exp(logit - logsumexp)), not the whole softmax.
+  computed (exp(logit - logsumexp)), not the whole softmax. compute_type is
+  the encoder's (see modeling.BertModel); the logits, the top-k and the
+  probabilities are float32 whatever it is.
   """
   _, logits, next_sentence = modeling.pretraining_model(
       bert_config, False, features["input_ids"],
       features["masked_lm_positions"], input_mask=features["input_mask"],
-      token_type_ids=features["segment_ids"])
+      token_type_ids=features["segment_ids"], compute_type=compute_type)
   batch_size = tf.shape(features["input_ids"])[0]
   labels = {record_format.NEXT_SENTENCE_PROBS: tf.nn.softmax(next_sentence)}
   if truncation_factor > 0:
@@ -490,12 +497,14 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
                             FLAGS.max_seq_length,
                             FLAGS.max_predictions_per_seq, record_shard)
     features = tf1.data.make_one_shot_iterator(dataset).get_next()
+    compute_type = precision.compute_type(FLAGS.precision)
     if FLAGS.use_xla:
       with tf.xla.experimental.jit_scope():
         labels = teacher_labels(bert_config, features,
-                                FLAGS.truncation_factor)
+                                FLAGS.truncation_factor, compute_type)
     else:
-      labels = teacher_labels(bert_config, features, FLAGS.truncation_factor)
+      labels = teacher_labels(bert_config, features, FLAGS.truncation_factor,
+                              compute_type)
     records = encode_records(features["raw"], labels)
     load_teacher(FLAGS.init_checkpoint)
     config = session_config(local_rank, local_size, FLAGS.use_xla,
@@ -512,6 +521,7 @@ def label_records():
   except ValueError as error:
     raise InputError("--bert_config_file: %s" % error) from None
   check_flags(bert_config)
+  precision.check_hardware(FLAGS.precision)
   try:
     input_files = record_format.expand_input_files(FLAGS.input_file)
   except ValueError as error:
