@@ -13,6 +13,7 @@ from __future__ import division
 from __future__ import print_function
 
 import re
+import sys
 
 import tensorflow as tf
 
@@ -202,11 +203,11 @@ class DynamicLossScale(object):
                      tf.maximum(self.scale / 2.0, 1.0))
     good_steps = tf.where(grow, tf.zeros_like(good_steps), good_steps)
     skipped = self.skipped_steps + tf.cast(tf.logical_not(finite), tf.int64)
+    # To stderr, which TF_CPP_MIN_LOG_LEVEL does not silence.
     log = tf.cond(finite, tf.no_op, lambda: tf.print(
-        "Skipped a training step: the gradients overflowed (inf/NaN) at "
-        "loss scale", self.scale, "; the scale is now", scale,
-        "; skipped steps so far:", skipped,
-        output_stream=tf.compat.v1.logging.warning))
+        "WARNING: skipped a training step: the gradients overflowed "
+        "(inf/NaN) at loss scale", self.scale, "- the scale is now", scale,
+        "- skipped steps so far:", skipped, output_stream=sys.stderr))
     with tf.control_dependencies([log]):
       return tf.group(self.scale.assign(scale),
                       self.good_steps.assign(good_steps),
