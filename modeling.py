@@ -10,8 +10,10 @@ stay float32 and are cast where a matmul reads them, so checkpoints and
 optimizer state are float32 under the same names. The encoder's matmuls
 (with their bias, GELU and dropout) run in the compute type; the embeddings,
 the residual stream, every LayerNorm, the attention softmax, the pooler and
-both heads stay float32, and so does every output of BertModel. With
-float32 no cast is added: the graph is the original one.
+the next-sentence head stay float32, and so does every output of BertModel
+and every logit. The masked-LM head's matmuls run in float32 unless
+pretraining_model is given another mlm_head_type. With float32 no cast is
+added: the graph is the original one.
 """
 
 import collections
@@ -543,13 +545,14 @@ def gather_indexes(sequence_tensor, positions):
 
 
 def masked_lm_logits(bert_config, sequence_output, embedding_table,
-                     positions):
+                     positions, compute_type=tf.float32):
   """The masked-LM head, computed only at `positions`.
 
   Creates Google's `cls/predictions/...` variables; the output layer reuses
-  the word embedding table. Returns logits [batch * n, vocab_size].
+  the word embedding table. Returns float32 logits [batch * n, vocab_size];
+  compute_type is the type of its matmuls.
   """
-  hidden = gather_indexes(sequence_output, positions)
+  hidden = tf.cast(gather_indexes(sequence_output, positions), compute_type)
   with tf1.variable_scope("cls/predictions"):
     with tf1.variable_scope("transform"):
       hidden = dense(hidden, bert_config.hidden_size, "dense",
@@ -558,8 +561,9 @@ def masked_lm_logits(bert_config, sequence_output, embedding_table,
       hidden = layer_norm(hidden)
     output_bias = tf1.get_variable("output_bias", [bert_config.vocab_size],
                                    initializer=tf1.zeros_initializer())
-    logits = tf.matmul(hidden, embedding_table, transpose_b=True)
-    return tf.nn.bias_add(logits, output_bias)
+    logits = tf.matmul(hidden, tf.cast(embedding_table, compute_type),
+                       transpose_b=True)
+    return tf.nn.bias_add(tf.cast(logits, tf.float32), output_bias)
 
 
 def next_sentence_logits(bert_config, pooled_output):
@@ -579,19 +583,23 @@ def next_sentence_logits(bert_config, pooled_output):
 
 def pretraining_model(bert_config, is_training, input_ids, masked_lm_positions,
                       input_mask=None, token_type_ids=None,
-                      compute_type=tf.float32):
+                      compute_type=tf.float32, mlm_head_type=tf.float32):
   """Builds BertModel with both pretraining heads, as in Google's checkpoints.
 
   Returns (model, masked-LM logits [batch * n, vocab_size] at
-  `masked_lm_positions`, next-sentence logits [batch, 2]). The heads are
-  float32 for every compute_type (see BertModel).
+  `masked_lm_positions`, next-sentence logits [batch, 2]), all float32.
+  compute_type is the encoder's (see BertModel); mlm_head_type that of the
+  masked-LM head's matmuls. The teacher keeps its head in float32, which
+  keeps bf16 labels within 0.02 of fp32 ones (tests/test_precision.py); the
+  trainers run it in the compute type, as it is a quarter of a small
+  student's FLOPs (the vocabulary projection).
   """
   model = BertModel(config=bert_config, is_training=is_training,
                     input_ids=input_ids, input_mask=input_mask,
                     token_type_ids=token_type_ids, compute_type=compute_type)
   mlm_logits = masked_lm_logits(bert_config, model.get_sequence_output(),
                                 model.get_embedding_table(),
-                                masked_lm_positions)
+                                masked_lm_positions, mlm_head_type)
   nsp_logits = next_sentence_logits(bert_config, model.get_pooled_output())
   return model, mlm_logits, nsp_logits
 

@@ -222,7 +222,8 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
         bert_config, is_training, features["input_ids"],
         features["masked_lm_positions"], input_mask=features["input_mask"],
         token_type_ids=features["segment_ids"],
-        compute_type=precision.compute_type(precision_name))
+        compute_type=precision.compute_type(precision_name),
+        mlm_head_type=precision.compute_type(precision_name))
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
