@@ -218,12 +218,14 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     """Builds the student and its loss, train op or metrics."""
     del labels, params  # The labels travel in `features`.
     is_training = mode == tf.estimator.ModeKeys.TRAIN
+    compute_type = precision.compute_type(precision_name)
+    # Evaluation keeps the masked-LM head in float32, as the teacher does
+    # when it labels, so that the metrics compare like with like.
     _, masked_lm_logits, next_sentence_logits = modeling.pretraining_model(
         bert_config, is_training, features["input_ids"],
         features["masked_lm_positions"], input_mask=features["input_mask"],
-        token_type_ids=features["segment_ids"],
-        compute_type=precision.compute_type(precision_name),
-        mlm_head_type=precision.compute_type(precision_name))
+        token_type_ids=features["segment_ids"], compute_type=compute_type,
+        mlm_head_type=compute_type if is_training else tf.float32)
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
