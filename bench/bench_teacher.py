@@ -166,7 +166,7 @@ def measure_forward(config, checkpoint, records, batches, serialize=False,
     with scope:
       labels = produce_teacher_labels.teacher_labels(
           config, features, TOP_KS[0],
-          precision.compute_type(precision_name))
+          compute_type=precision.compute_type(precision_name))
     if serialize:
       fetch = produce_teacher_labels.encode_records(raw, labels)
     else:
