@@ -5,6 +5,7 @@ that it silently ignores. run() joins such a pair into `--do_eval=False`
 before parsing, and rejects any word that is left over.
 """
 
+import errno
 import sys
 
 from absl import app
@@ -15,6 +16,27 @@ _BOOL_WORDS = ("true", "false", "t", "f", "1", "0")
 
 class InputError(ValueError):
   """Bad flags or input files: run() prints the message and exits with 1."""
+
+
+# OSErrors that mean a path or the disk needs fixing, not a bug in the code.
+EXPECTED_ERRNOS = (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
+                   errno.EISDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT,
+                   errno.EROFS)
+
+
+def is_expected_os_error(error):
+  """True for an OSError about a path or a full disk (see EXPECTED_ERRNOS)."""
+  return isinstance(error, OSError) and error.errno in EXPECTED_ERRNOS
+
+
+def os_error_message(error):
+  """`<what went wrong>: <file>` for an OSError, e.g. a full disk."""
+  what = error.strerror or str(error)
+  if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    what += " (the disk is full: free space or write elsewhere)"
+  files = [str(name) for name in (error.filename, error.filename2)
+           if name is not None]
+  return "%s: %s" % (what, " -> ".join(files)) if files else what
 
 
 def join_boolean_values(argv, flag_values=flags.FLAGS):
@@ -53,13 +75,17 @@ def _parse(argv):
 
 
 def _exit_on_input_error(main):
-  """Wraps main so that an InputError ends the run with its message."""
+  """Wraps main so that an expected failure ends the run with one line."""
 
   def checked_main(argv):
     try:
       return main(argv)
     except InputError as error:
       sys.exit("ERROR: %s" % error)
+    except OSError as error:
+      if not is_expected_os_error(error):
+        raise
+      sys.exit("ERROR: %s" % os_error_message(error))
 
   return checked_main
 
@@ -67,6 +93,8 @@ def _exit_on_input_error(main):
 def run(main):
   """Parses flags (README forms included) and runs main().
 
-  An InputError raised by main() is printed as "ERROR: ..." and exits 1.
+  An InputError raised by main(), or an OSError about a path or a full disk
+  (permission denied, not a directory, no space left, ...), is printed as
+  one "ERROR: ..." line and exits 1. Anything else is a bug: a traceback.
   """
   app.run(_exit_on_input_error(main), flags_parser=_parse)

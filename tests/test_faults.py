@@ -1,0 +1,266 @@
+# coding=utf-8
+"""Faults: killed workers, hangs, signals and the temporaries they leave.
+
+Every child runs in its own process group with a timeout, and the whole group
+is killed in a `finally`, so a failing test never leaves processes behind.
+Inputs are tiny: a 2-worker run of create_pretraining_data.py takes seconds.
+"""
+
+import bz2
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import CHILD_ENV, REPO, write_vocab
+from test_create_pretraining_data import write_corpus
+
+import temporary_files  # pylint: disable=g-bad-import-order
+
+CREATE = os.path.join(REPO, "create_pretraining_data.py")
+WRAPPER = os.path.join(REPO, "extract_wikipedia_for_bert",
+                       "run_wikiextractor.sh")
+SAMPLE_DUMP = os.path.join(REPO, "data", "sample",
+                           "enwiki-sample-pages-articles.xml.bz2")
+TIMEOUT = 120
+
+
+def start(command, env=None):
+  """Starts `command` in a new process group, output captured."""
+  return subprocess.Popen(command, env=env or CHILD_ENV, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True)
+
+
+def kill_group(process):
+  """Kills what is left of the process group of `process`."""
+  try:
+    os.killpg(process.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  process.wait()
+
+
+def children(pid):
+  """PIDs of the child processes of `pid`."""
+  found = []
+  for task in glob.glob("/proc/%d/task/*/children" % pid):
+    with open(task) as f:
+      found += [int(child) for child in f.read().split()]
+  return found
+
+
+def wait_for(condition, timeout=TIMEOUT, what="a condition"):
+  """Polls `condition()` until it returns something true; returns it."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    value = condition()
+    if value:
+      return value
+    time.sleep(0.05)
+  raise AssertionError("timed out waiting for %s" % what)
+
+
+def group_is_gone(pgid):
+  """True when no process of the process group `pgid` is left."""
+  try:
+    os.killpg(pgid, 0)
+  except ProcessLookupError:
+    return True
+  # Zombies of the group count as gone: they do not run.
+  for stat in glob.glob("/proc/[0-9]*/stat"):
+    try:
+      with open(stat) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+      continue
+    if int(fields[2]) == pgid and fields[0] != "Z":
+      return False
+  return True
+
+
+@pytest.fixture(scope="module")
+def pretraining_inputs(tmp_path_factory):
+  """(vocab file, input folder) with two files that take seconds each."""
+  root = tmp_path_factory.mktemp("faults")
+  vocab_file = str(root / "vocab.txt")
+  write_vocab(vocab_file)
+  input_dir = str(root / "text")
+  write_corpus(input_dir, 2, 300)
+  return vocab_file, input_dir
+
+
+def create_command(vocab_file, input_dir, output_dir, dupe_factor=40):
+  """create_pretraining_data.py with 2 workers and a slow enough setting."""
+  return [sys.executable, CREATE, "--input_dir", input_dir, "--output_dir",
+          output_dir, "--output_base_name", "train", "--vocab_file",
+          vocab_file, "--max_seq_length", "32", "--max_predictions_per_seq",
+          "5", "--dupe_factor", str(dupe_factor), "--num_workers", "2"]
+
+
+# --- hangs: a killed worker ------------------------------------------------
+
+
+def test_killed_worker_ends_the_run_naming_it(pretraining_inputs, tmp_path):
+  vocab_file, input_dir = pretraining_inputs
+  output_dir = str(tmp_path / "out")
+  process = start(create_command(vocab_file, input_dir, output_dir))
+  try:
+    workers = wait_for(lambda: len(children(process.pid)) >= 2 and
+                       children(process.pid), what="two workers")
+    time.sleep(1.0)  # Let the workers start on their files.
+    assert process.poll() is None, "the run ended before a worker was killed"
+    os.kill(workers[0], signal.SIGKILL)  # What the out-of-memory killer does.
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    kill_group(process)
+  assert process.returncode == 1, stderr[-3000:]
+  error = stderr.strip().splitlines()[-1]
+  assert error.startswith("ERROR: ") and "Traceback" not in stderr
+  assert "worker process %d was killed by SIGKILL" % workers[0] in error
+  assert input_dir in error and "--num_workers" in error
+  # No temporary survives, and no worker is left running.
+  assert [name for name in os.listdir(output_dir)
+          if TEMPORARY_MARK in name] == []
+  assert group_is_gone(process.pid)
+
+
+TEMPORARY_MARK = temporary_files.TEMPORARY_MARK
+
+
+# --- leftovers: signals and stale temporaries ------------------------------
+
+
+def test_sigterm_removes_temporaries_and_stops_workers(pretraining_inputs,
+                                                       tmp_path):
+  vocab_file, input_dir = pretraining_inputs
+  output_dir = str(tmp_path / "out")
+  process = start(create_command(vocab_file, input_dir, output_dir,
+                                 dupe_factor=200))
+
+  def temporaries():
+    if not os.path.isdir(output_dir):
+      return []
+    return [name for name in os.listdir(output_dir) if TEMPORARY_MARK in name]
+
+  try:
+    # Wait until a worker is writing its records under a temporary name.
+    wait_for(temporaries, what="a temporary record file")
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    kill_group(process)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert "Stopped by SIGTERM" in stderr and "Traceback" not in stderr
+  assert temporaries() == [] and glob.glob(output_dir + "/*.tfrecord") == []
+  assert group_is_gone(process.pid)
+
+
+def dead_pid():
+  """The PID of a process that has ended."""
+  process = subprocess.Popen(["true"])
+  process.wait()
+  return process.pid
+
+
+def test_next_run_removes_stale_temporaries_of_its_own_outputs(
+    pretraining_inputs, tmp_path):
+  vocab_file, input_dir = pretraining_inputs
+  output_dir = tmp_path / "out"
+  output_dir.mkdir()
+  # What a `kill -9` leaves: the temporary of a dead process.
+  stale = output_dir / (".train_0.tfrecord%s%d" % (TEMPORARY_MARK, dead_pid()))
+  stale.write_bytes(b"half a record file")
+  # A live process's temporary, and another output's, are not ours to remove.
+  live = output_dir / (".train_1.tfrecord%s%d" % (TEMPORARY_MARK, os.getpid()))
+  live.write_bytes(b"being written")
+  other = output_dir / (".eval_0.tfrecord%s%d" % (TEMPORARY_MARK, dead_pid()))
+  other.write_bytes(b"another output's")
+  process = start(create_command(vocab_file, input_dir, str(output_dir),
+                                 dupe_factor=1))
+  try:
+    _, stderr = process.communicate(timeout=TIMEOUT)
+  finally:
+    kill_group(process)
+  assert process.returncode == 0, stderr[-3000:]
+  assert not stale.exists() and str(stale) in stderr
+  assert live.exists() and other.exists()
+
+
+def test_temporary_files_helpers(tmp_path):
+  path = str(tmp_path / "labels.tfrecord")
+  temp = temporary_files.temporary_path(path)
+  assert os.path.basename(temp) == ".labels.tfrecord.tmp-%d" % os.getpid()
+  assert temporary_files.owner_pid(os.path.basename(temp),
+                                   r"labels\.tfrecord") == os.getpid()
+  assert temporary_files.owner_pid(".labels.tfrecord.tmp-12x",
+                                   r"labels\.tfrecord") is None
+  assert temporary_files.owner_pid(".other.tmp-12", r"labels\.tfrecord") is None
+  assert temporary_files.process_is_alive(os.getpid())
+  assert not temporary_files.process_is_alive(dead_pid())
+
+  # A failed write keeps the earlier file and leaves no temporary.
+  with open(path, "w") as f:
+    f.write("good")
+
+  def fail(writer):
+    writer.write("half")
+    raise OSError(28, "No space left on device")
+
+  with pytest.raises(OSError):
+    temporary_files.write_atomically(path, fail)
+  assert open(path).read() == "good" and os.listdir(str(tmp_path)) == [
+      "labels.tfrecord"]
+  temporary_files.write_atomically(path, lambda writer: writer.write("new"))
+  assert open(path).read() == "new"
+
+
+# --- hangs: WikiExtractor on a damaged dump --------------------------------
+
+
+def run_wrapper(dump, output_dir, timeout=TIMEOUT):
+  """Runs run_wikiextractor.sh in its own process group; kills it after."""
+  env = dict(CHILD_ENV, PYTHON=sys.executable, PROCESSES="2")
+  process = start(["bash", WRAPPER, str(dump), str(output_dir)], env=env)
+  try:
+    stdout, stderr = process.communicate(timeout=timeout)
+  finally:
+    kill_group(process)
+  return process.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("damage", ["cut_in_half", "flipped_bytes"])
+def test_damaged_bz2_dump_ends_with_an_error_naming_it(tmp_path, damage):
+  with open(SAMPLE_DUMP, "rb") as f:
+    data = bytearray(f.read())
+  if damage == "cut_in_half":
+    data = data[:len(data) // 2]
+  else:
+    for offset in range(len(data) // 3, len(data) // 3 + 64):
+      data[offset] ^= 0xFF
+  dump = tmp_path / "damaged-pages-articles.xml.bz2"
+  dump.write_bytes(bytes(data))
+  returncode, _, stderr = run_wrapper(dump, tmp_path / "extracted", timeout=90)
+  assert returncode != 0
+  assert str(dump) in stderr and "damaged" in stderr
+  assert "Traceback" not in stderr
+  # No half-filled output folder is left.
+  assert not (tmp_path / "extracted").exists()
+  assert not (tmp_path / "extracted.partial").exists()
+
+
+def test_uncompressed_dump_cut_in_half_is_an_error(tmp_path):
+  with bz2.open(SAMPLE_DUMP, "rb") as f:
+    text = f.read()
+  assert text.rstrip().endswith(b"</mediawiki>")
+  dump = tmp_path / "cut-pages-articles.xml"
+  dump.write_bytes(text[:len(text) // 2])
+  returncode, _, stderr = run_wrapper(dump, tmp_path / "extracted")
+  assert returncode != 0
+  assert str(dump) in stderr and "</mediawiki>" in stderr
+  assert "Done" not in stderr
+  assert not (tmp_path / "extracted").exists()
