@@ -112,6 +112,31 @@ def remove_stale(folder, name_pattern):
   return removed
 
 
+def remove_tensorflow_temporaries(folder):
+  """Removes what TensorFlow's checkpoint saver leaves after a failed write.
+
+  Its atomic writes (the `checkpoint` file, `model.ckpt-N.meta`) go through
+  `<name>.tmp<32 hex digits>` and the shards through `model.ckpt-N_temp/`,
+  and a full disk leaves them behind. Their names hold no PID, so call this
+  only where one process owns `folder` (the trainer's output_dir, before it
+  starts). Returns the removed paths.
+  """
+  removed = []
+  try:
+    names = sorted(os.listdir(folder))
+  except (FileNotFoundError, NotADirectoryError):
+    return removed
+  for name in names:
+    if re.fullmatch(r".+\.tmp[0-9a-f]{32}|.*model\.ckpt-\d+_temp(_[0-9a-f]{32})?",
+                    name):
+      path = os.path.join(folder, name)
+      if _remove(path):
+        logging.warning("Removed %s, a temporary of an interrupted "
+                        "checkpoint write", path)
+        removed.append(path)
+  return removed
+
+
 def remove_registered():
   """Removes every temporary this process registered; returns their paths.
 
@@ -190,24 +215,32 @@ def commit(temp_path, path):
 
 
 def discard(temp_path):
-  """Removes a temporary (if it exists) and unregisters it."""
+  """Removes a temporary (if it exists) and unregisters it.
+
+  A failure to remove it is logged, not raised: discard() runs while another
+  error is being handled, and that error is the one to report.
+  """
   try:
     _remove(temp_path)
-  finally:
-    unregister(temp_path)
+  except OSError as error:
+    logging.warning("Could not remove the temporary %s: %s", temp_path, error)
+  unregister(temp_path)
 
 
-def write_atomically(path, write, mode="w"):
+def write_atomically(path, write, mode="w", opener=open, replace=os.replace):
   """Calls write(file) on a registered temporary, then renames it to `path`.
 
   On any failure (a full disk included) the temporary is removed and `path`
-  keeps its earlier content. Returns what write() returned.
+  keeps its earlier content. `opener` and `replace` may be TensorFlow's
+  tf.io.gfile.GFile and rename, for remote file systems. Returns what
+  write() returned.
   """
   temp_path = register(temporary_path(path))
   try:
-    with open(temp_path, mode) as writer:
+    with opener(temp_path, mode) as writer:
       result = write(writer)
-    commit(temp_path, path)
+    replace(temp_path, path)
+    unregister(temp_path)
   except BaseException:
     discard(temp_path)
     raise

@@ -264,3 +264,72 @@ def test_uncompressed_dump_cut_in_half_is_an_error(tmp_path):
   assert str(dump) in stderr and "</mediawiki>" in stderr
   assert "Done" not in stderr
   assert not (tmp_path / "extracted").exists()
+
+
+# --- leftovers of the trainers ---------------------------------------------
+
+
+def test_step_timeout_exit_removes_registered_temporaries(tmp_path):
+  """The watchdog leaves by os._exit (no atexit); it cleans up first."""
+  program = (
+      "import sys, time\n"
+      "import temporary_files, training_hooks\n"
+      "scratch = temporary_files.temporary_dir('distill_rank1', sys.argv[1])\n"
+      "open(scratch + '/model.ckpt-1.index', 'w').close()\n"
+      "training_hooks.StepTimeoutHook(1).after_create_session(None, None)\n"
+      "time.sleep(60)\n")
+  process = start([sys.executable, "-c", program, str(tmp_path)])
+  try:
+    _, stderr = process.communicate(timeout=TIMEOUT)
+  finally:
+    kill_group(process)
+  import training_hooks  # pylint: disable=g-import-not-at-top
+  assert process.returncode == training_hooks.TIMEOUT_EXIT_STATUS, stderr
+  assert "No training step finished" in stderr
+  assert os.listdir(str(tmp_path)) == []
+
+
+def test_distributed_run_removes_stale_scratch_and_checkpoint_temporaries(
+    tmp_path, tiny_vocab):
+  import conftest  # pylint: disable=g-import-not-at-top
+  import test_launchers  # pylint: disable=g-import-not-at-top
+  _, tokens = tiny_vocab
+  config = str(tmp_path / "student_config.json")
+  conftest.write_config(config, vocab_size=len(tokens))
+  records = str(tmp_path / "distill.tfrecord")
+  test_launchers.write_distillation_records(records, 16, len(tokens))
+  temp_dir = tmp_path / "tmp"
+  temp_dir.mkdir()
+  # A rank killed with -9 left its scratch model dir; another job runs.
+  stale = temp_dir / ("distill_rank1%s%d-abc123" % (TEMPORARY_MARK,
+                                                     dead_pid()))
+  (stale / "model.ckpt-2.index").parent.mkdir()
+  (stale / "model.ckpt-2.index").write_bytes(b"old")
+  live = temp_dir / ("distill_rank1%s%d-def456" % (TEMPORARY_MARK,
+                                                    os.getpid()))
+  live.mkdir()
+  # A full disk stopped TensorFlow's checkpoint writer half-way.
+  output_dir = tmp_path / "output"
+  output_dir.mkdir()
+  meta_temp = output_dir / ("model.ckpt-0.meta.tmp" + "0123456789abcdef" * 2)
+  meta_temp.write_bytes(b"half a graph")
+  env = dict(CHILD_ENV, TMPDIR=str(temp_dir),
+             PATH=os.path.dirname(sys.executable) + os.pathsep +
+             os.environ.get("PATH", ""))
+  command = conftest.horovodrun_command(2, [
+      os.path.join(REPO, "network_distillation_distributed_truncated.py"),
+      "--bert_config_file", config, "--input_file", records,
+      "--output_dir", str(output_dir), "--truncation_factor",
+      str(test_launchers.TOP_K), "--do_train", "True", "--do_eval", "False",
+      "--train_batch_size", "4"] + [
+          str(flag) for flag in test_launchers.small_run_flags(4)])
+  process = start(command, env=env)
+  try:
+    stdout, stderr = process.communicate(timeout=300)
+  finally:
+    kill_group(process)
+  assert process.returncode == 0, (stdout + stderr)[-4000:]
+  assert not stale.exists() and not meta_temp.exists()
+  assert live.exists()
+  # This run's own scratch dir is gone too.
+  assert os.listdir(str(temp_dir)) == [live.name]
