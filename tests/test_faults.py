@@ -6,7 +6,6 @@ is killed in a `finally`, so a failing test never leaves processes behind.
 Inputs are tiny: a 2-worker run of create_pretraining_data.py takes seconds.
 """
 
-import bz2
 import glob
 import os
 import signal
@@ -251,19 +250,6 @@ def test_damaged_bz2_dump_ends_with_an_error_naming_it(tmp_path, damage):
   # No half-filled output folder is left.
   assert not (tmp_path / "extracted").exists()
   assert not (tmp_path / "extracted.partial").exists()
-
-
-def test_uncompressed_dump_cut_in_half_is_an_error(tmp_path):
-  with bz2.open(SAMPLE_DUMP, "rb") as f:
-    text = f.read()
-  assert text.rstrip().endswith(b"</mediawiki>")
-  dump = tmp_path / "cut-pages-articles.xml"
-  dump.write_bytes(text[:len(text) // 2])
-  returncode, _, stderr = run_wrapper(dump, tmp_path / "extracted")
-  assert returncode != 0
-  assert str(dump) in stderr and "</mediawiki>" in stderr
-  assert "Done" not in stderr
-  assert not (tmp_path / "extracted").exists()
 
 
 # --- leftovers of the trainers ---------------------------------------------
