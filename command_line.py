@@ -6,6 +6,7 @@ before parsing, and rejects any word that is left over.
 """
 
 import errno
+import os
 import sys
 
 from absl import app
@@ -29,14 +30,36 @@ def is_expected_os_error(error):
   return isinstance(error, OSError) and error.errno in EXPECTED_ERRNOS
 
 
+DISK_FULL_HINT = " (the disk is full: free space or write elsewhere)"
+
+
 def os_error_message(error):
   """`<what went wrong>: <file>` for an OSError, e.g. a full disk."""
   what = error.strerror or str(error)
   if error.errno in (errno.ENOSPC, errno.EDQUOT):
-    what += " (the disk is full: free space or write elsewhere)"
+    what += DISK_FULL_HINT
   files = [str(name) for name in (error.filename, error.filename2)
            if name is not None]
   return "%s: %s" % (what, " -> ".join(files)) if files else what
+
+
+def tensorflow_file_error_message(error):
+  """The message of a TensorFlow error about a path or a full disk, or None.
+
+  TensorFlow's file writers (TFRecordWriter, GFile, checkpoints) raise their
+  own errors, e.g. ResourceExhaustedError "<file>; No space left on device";
+  they are recognised by the operating system's message for the errno.
+  """
+  tf_errors = sys.modules.get("tensorflow.python.framework.errors_impl")
+  if tf_errors is None or not isinstance(error, tf_errors.OpError):
+    return None
+  message = error.message.strip()
+  if not any(os.strerror(code) in message for code in EXPECTED_ERRNOS):
+    return None
+  if any(os.strerror(code) in message
+         for code in (errno.ENOSPC, errno.EDQUOT)):
+    message += DISK_FULL_HINT
+  return message
 
 
 def join_boolean_values(argv, flag_values=flags.FLAGS):
@@ -86,6 +109,11 @@ def _exit_on_input_error(main):
       if not is_expected_os_error(error):
         raise
       sys.exit("ERROR: %s" % os_error_message(error))
+    except Exception as error:  # pylint: disable=broad-except
+      message = tensorflow_file_error_message(error)
+      if message is None:
+        raise
+      sys.exit("ERROR: %s" % message)
 
   return checked_main
 

@@ -421,8 +421,10 @@ class RecordWriterThread(object):
         self._error = error
 
   def _raise_error(self):
+    # The writer's own error (e.g. a full disk) names the file; raising it
+    # as it is lets command_line report it as one line.
     if self._error is not None:
-      raise IOError("Writing %s failed: %s" % (self.path, self._error))
+      raise self._error
 
   def put(self, batch):
     """Queues a sequence of serialized records for writing."""

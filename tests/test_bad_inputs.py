@@ -235,6 +235,22 @@ def test_command_line_turns_path_errors_into_one_line(tmp_path, errno_name,
   assert result.returncode == 1 and "Traceback" in result.stderr
 
 
+def test_tensorflow_full_disk_error_is_one_line():
+  """TFRecordWriter and GFile raise TensorFlow errors, not OSError."""
+  program = (
+      "import command_line\n"
+      "import tensorflow as tf\n"
+      "def main(_):\n"
+      "  raise tf.errors.ResourceExhaustedError(\n"
+      "      None, None, '/data/.train_0.tfrecord.tmp-7; No space left on "
+      "device')\n"
+      "command_line.run(main)\n")
+  result = subprocess.run([sys.executable, "-c", program], env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=120)
+  assert_one_error_line(result, "/data/.train_0.tfrecord.tmp-7",
+                        "No space left on device (the disk is full")
+
+
 def test_split_text_says_read_file_is_a_directory(tmp_path):
   result = run_script("split_text.py", "--read_file", tmp_path,
                       "--split_number", 2, "--folder", tmp_path / "out",
