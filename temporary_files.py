@@ -89,11 +89,10 @@ def _remove(path):
     return False
 
 
-def remove_stale(folder, name_pattern):
-  """Removes temporaries in `folder` of outputs matching `name_pattern`.
+def _remove_entries(folder, why_stale):
+  """Removes the entries of `folder` for which why_stale(name) gives a reason.
 
-  Only temporaries whose writing process is dead are removed, so a run in
-  progress keeps its own. Returns the removed paths; each one is logged.
+  Each removal is logged with its reason. Returns the removed paths.
   """
   removed = []
   try:
@@ -101,15 +100,34 @@ def remove_stale(folder, name_pattern):
   except (FileNotFoundError, NotADirectoryError):
     return removed
   for name in names:
-    pid = owner_pid(name, name_pattern)
-    if pid is None or process_is_alive(pid):
-      continue
+    reason = why_stale(name)
     path = os.path.join(folder, name)
-    if _remove(path):
-      logging.warning("Removed %s, left by process %d that no longer runs "
-                      "(an interrupted earlier run)", path, pid)
+    if reason and _remove(path):
+      logging.warning("Removed %s, %s", path, reason)
       removed.append(path)
   return removed
+
+
+def remove_stale(folder, name_pattern):
+  """Removes temporaries in `folder` of outputs matching `name_pattern`.
+
+  Only temporaries whose writing process is dead are removed, so a run in
+  progress keeps its own. Returns the removed paths; each one is logged.
+  """
+
+  def why_stale(name):
+    pid = owner_pid(name, name_pattern)
+    if pid is None or process_is_alive(pid):
+      return None
+    return ("left by process %d that no longer runs (an interrupted earlier "
+            "run)" % pid)
+
+  return _remove_entries(folder, why_stale)
+
+
+# What TensorFlow's checkpoint saver writes before renaming: see below.
+_TENSORFLOW_TEMPORARY = re.compile(
+    r".+\.tmp[0-9a-f]{32}|.*model\.ckpt-\d+_temp(_[0-9a-f]{32})?")
 
 
 def remove_tensorflow_temporaries(folder):
@@ -121,20 +139,9 @@ def remove_tensorflow_temporaries(folder):
   only where one process owns `folder` (the trainer's output_dir, before it
   starts). Returns the removed paths.
   """
-  removed = []
-  try:
-    names = sorted(os.listdir(folder))
-  except (FileNotFoundError, NotADirectoryError):
-    return removed
-  for name in names:
-    if re.fullmatch(r".+\.tmp[0-9a-f]{32}|.*model\.ckpt-\d+_temp(_[0-9a-f]{32})?",
-                    name):
-      path = os.path.join(folder, name)
-      if _remove(path):
-        logging.warning("Removed %s, a temporary of an interrupted "
-                        "checkpoint write", path)
-        removed.append(path)
-  return removed
+  return _remove_entries(
+      folder, lambda name: _TENSORFLOW_TEMPORARY.fullmatch(name) and
+      "a temporary of an interrupted checkpoint write")
 
 
 def remove_registered():
