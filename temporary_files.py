@@ -9,9 +9,10 @@ owns that pattern:
     `<folder>/.<name>.tmp-<pid>`. It is hidden (no glob for the output
     matches it) and holds the PID of the process that writes it.
   * register(path) / unregister(path): a registered temporary is removed
-    when the process exits, including on SIGTERM, SIGINT and SIGHUP. Only
-    the process that registered a path removes it, so forked workers and
-    their parent each clean up their own.
+    when the process exits, including on SIGTERM, SIGINT and SIGHUP (the
+    process then still dies of the signal, at once). Only the process that
+    registered a path removes it, so forked workers and their parent each
+    clean up their own.
   * remove_stale(folder, name_pattern): after a `kill -9` nothing can clean
     up, so the next run of the same command removes the temporaries of its
     own outputs (names matching `name_pattern`) whose process is dead.
@@ -35,6 +36,8 @@ from absl import logging
 TEMPORARY_MARK = ".tmp-"
 _PID_SUFFIX = r"\.tmp-(\d+)(?:-[A-Za-z0-9_]+)?"
 CLEANUP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+# How long a signalled process waits for each worker to clean up and end.
+WORKER_STOP_SECONDS = 5.0
 
 # (pid, path) of every registered temporary, in registration order.
 _registered = []
@@ -165,19 +168,28 @@ def remove_registered():
 
 
 def _on_signal(signum, unused_frame):
-  """Removes this process's temporaries, then exits with 128 + signum.
+  """Removes this process's temporaries, stops its workers, then dies of
+  the signal as it would have without this handler.
 
-  Exiting by an exception (not at once) lets `finally` blocks and context
-  managers run, so a parent also stops the worker processes it started.
+  It does not unwind by an exception: a Horovod rank unwinding its training
+  session waits for its peers and can hang the whole job.
   """
   removed = remove_registered()
-  # Worker processes stopped by their parent stay quiet unless they had
-  # something to clean up; the parent says why it stopped.
+  # Forked workers (worker_pool) remove their own temporaries on SIGTERM.
+  workers = multiprocessing.active_children()
+  for worker in workers:
+    worker.terminate()
+  for worker in workers:
+    worker.join(WORKER_STOP_SECONDS)
+  # Workers stopped by their parent stay quiet unless they had something to
+  # clean up; the parent says why it stopped.
   if removed or multiprocessing.parent_process() is None:
     sys.stderr.write("Stopped by %s%s.\n" % (
         signal.Signals(signum).name,
         "; removed %s" % ", ".join(removed) if removed else ""))
-  sys.exit(128 + signum)
+    sys.stderr.flush()
+  signal.signal(signum, signal.SIG_DFL)
+  os.kill(os.getpid(), signum)
 
 
 def install_cleanup():
