@@ -41,7 +41,8 @@ WORKER_STOP_SECONDS = 5.0
 
 # (pid, path) of every registered temporary, in registration order.
 _registered = []
-_lock = threading.Lock()
+# Re-entrant: the signal handler may run while this thread holds it.
+_lock = threading.RLock()
 _handlers_installed_by = None
 
 
@@ -168,11 +169,11 @@ def remove_registered():
 
 
 def _on_signal(signum, unused_frame):
-  """Removes this process's temporaries, stops its workers, then dies of
-  the signal as it would have without this handler.
+  """Removes this process's temporaries, stops its workers, dies of signum.
 
-  It does not unwind by an exception: a Horovod rank unwinding its training
-  session waits for its peers and can hang the whole job.
+  The process dies of the signal as it would have without this handler; it
+  does not unwind by an exception, because a Horovod rank unwinding its
+  training session waits for its peers and can hang the whole job.
   """
   removed = remove_registered()
   # Forked workers (worker_pool) remove their own temporaries on SIGTERM.
