@@ -656,8 +656,8 @@ def main(_):
   except ValueError as error:
     raise InputError(str(error)) from None
   del tokenizer
-  import_tensorflow()
   os.makedirs(FLAGS.output_dir, exist_ok=True)
+  import_tensorflow()
   temporary_files.install_cleanup()
   name_pattern = output_name_pattern(FLAGS.output_base_name)
   temporary_files.remove_stale(FLAGS.output_dir, name_pattern)
