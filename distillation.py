@@ -133,7 +133,8 @@ class LossOptions(object):
 def teacher_labels(features, max_predictions_per_seq):
   """Returns (probs [batch*n, k or vocab], indices or None, nsp probs) or None.
 
-  None when the records carry no teacher labels.
+  None when the records carry no teacher labels. The next-sentence probs are
+  None when the teacher had no next-sentence head.
   """
   if record_format.TRUNCATED_PROBS in features:
     k = features[record_format.TRUNCATED_PROBS].shape[-1] // (
@@ -147,7 +148,7 @@ def teacher_labels(features, max_predictions_per_seq):
     indices = None
   else:
     return None
-  return probs, indices, features[record_format.NEXT_SENTENCE_PROBS]
+  return probs, indices, features.get(record_format.NEXT_SENTENCE_PROBS)
 
 
 def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
@@ -175,10 +176,11 @@ def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
     losses["kd_loss"] = masked_lm_soft_loss(
         masked_lm_logits, probs, indices, weights, options.kd_target,
         options.temperature)
-    losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
-        tf.reduce_mean(soft_cross_entropy(
-            next_sentence_logits, next_sentence_probs,
-            temperature=options.temperature)))
+    if next_sentence_probs is not None:
+      losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
+          tf.reduce_mean(soft_cross_entropy(
+              next_sentence_logits, next_sentence_probs,
+              temperature=options.temperature)))
 
   total = tf.constant(0.0)
   if options.soft_label_weight > 0:

@@ -181,6 +181,16 @@ def gelu(x):
   return tf.nn.gelu(x, approximate=True)
 
 
+def gelu_exact(x):
+  """GELU in its exact form, 0.5 * x * (1 + erf(x / sqrt(2))).
+
+  "gelu_exact" in bert_config.json. This is what Hugging Face's "gelu"
+  computes; convert_checkpoint.py maps the names so that a converted model
+  computes what it computed before.
+  """
+  return tf.nn.gelu(x, approximate=False)
+
+
 def get_activation(activation_string):
   """Maps an activation name from a config to a function (None = linear)."""
   if not isinstance(activation_string, str):
@@ -188,7 +198,8 @@ def get_activation(activation_string):
   name = activation_string.lower()
   if not name or name == "linear":
     return None
-  activations = {"relu": tf.nn.relu, "gelu": gelu, "tanh": tf.tanh}
+  activations = {"relu": tf.nn.relu, "gelu": gelu, "gelu_exact": gelu_exact,
+                 "tanh": tf.tanh}
   if name not in activations:
     raise ValueError("Unsupported activation: %s" % activation_string)
   return activations[name]
@@ -533,11 +544,14 @@ def next_sentence_logits(bert_config, pooled_output):
 
 
 def pretraining_model(bert_config, is_training, input_ids, masked_lm_positions,
-                      input_mask=None, token_type_ids=None):
+                      input_mask=None, token_type_ids=None,
+                      with_next_sentence=True):
   """Builds BertModel with both pretraining heads, as in Google's checkpoints.
 
   Returns (model, masked-LM logits [batch * n, vocab_size] at
-  `masked_lm_positions`, next-sentence logits [batch, 2]).
+  `masked_lm_positions`, next-sentence logits [batch, 2]). With
+  with_next_sentence=False (a teacher converted from BertForMaskedLM) the
+  next-sentence head is not built and its logits are None.
   """
   model = BertModel(config=bert_config, is_training=is_training,
                     input_ids=input_ids, input_mask=input_mask,
@@ -545,7 +559,9 @@ def pretraining_model(bert_config, is_training, input_ids, masked_lm_positions,
   mlm_logits = masked_lm_logits(bert_config, model.get_sequence_output(),
                                 model.get_embedding_table(),
                                 masked_lm_positions)
-  nsp_logits = next_sentence_logits(bert_config, model.get_pooled_output())
+  nsp_logits = None
+  if with_next_sentence:
+    nsp_logits = next_sentence_logits(bert_config, model.get_pooled_output())
   return model, mlm_logits, nsp_logits
 
 

@@ -341,12 +341,14 @@ def checked_input(patterns, flag_name, bert_config, options):
   has_labels = training_input.check_input_files(
       files, flag_name, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
       FLAGS.truncation_factor, bert_config.vocab_size,
-      options.needs_teacher_labels)
+      options.needs_teacher_labels,
+      needs_next_sentence_probs=options.nsp_loss == "soft")
   if not has_labels:
     return files, None
   return files, record_format.teacher_label_spec(
       FLAGS.max_predictions_per_seq, FLAGS.truncation_factor,
-      bert_config.vocab_size)
+      bert_config.vocab_size,
+      with_next_sentence=training_input.holds_next_sentence_probs(files))
 
 
 def build_estimator(model_fn, distribution):

@@ -4,7 +4,8 @@ Stage IV of the distillation suite. Each output record is the input record,
 byte for byte, followed by the teacher's labels: at every masked position
 either the top-k probabilities and their vocabulary ids (--truncation_factor
 k > 0) or the whole distribution (k = 0), plus the teacher's next-sentence
-distribution. The student trainers then never need the teacher in memory.
+distribution when the teacher has a next-sentence head. The student trainers
+then never need the teacher in memory.
 
 The labels are serialized inside the TensorFlow graph and appended to the
 raw input bytes (a serialized Example followed by a second one holding more
@@ -203,19 +204,25 @@ def input_dataset(input_files, bert_config, batch_size, max_seq_length,
   return dataset.prefetch(2)
 
 
-def teacher_labels(bert_config, features, truncation_factor):
+def teacher_labels(bert_config, features, truncation_factor,
+                   with_next_sentence=True):
   """Builds the teacher and returns its labels {feature name: [batch, n]}.
 
   The masked-LM head runs only at the masked positions. With k > 0 the top-k
   is taken on the device from the logits, and only those k probabilities are
-  computed (exp(logit - logsumexp)), not the whole softmax.
+  computed (exp(logit - logsumexp)), not the whole softmax. A teacher
+  without a next-sentence head (with_next_sentence=False) gives no
+  next_sentence_probs.
   """
   _, logits, next_sentence = modeling.pretraining_model(
       bert_config, False, features["input_ids"],
       features["masked_lm_positions"], input_mask=features["input_mask"],
-      token_type_ids=features["segment_ids"])
+      token_type_ids=features["segment_ids"],
+      with_next_sentence=with_next_sentence)
   batch_size = tf.shape(features["input_ids"])[0]
-  labels = {record_format.NEXT_SENTENCE_PROBS: tf.nn.softmax(next_sentence)}
+  labels = {}
+  if with_next_sentence:
+    labels[record_format.NEXT_SENTENCE_PROBS] = tf.nn.softmax(next_sentence)
   if truncation_factor > 0:
     top_logits, top_indices = tf.math.top_k(logits, k=truncation_factor,
                                             sorted=True)
@@ -270,19 +277,45 @@ def encode_records(raw_records, labels):
   return tf.strings.join([raw_records, example])
 
 
-def load_teacher(init_checkpoint):
+def teacher_has_next_sentence_head(init_checkpoint):
+  """Whether the teacher checkpoint holds the next-sentence head.
+
+  A checkpoint converted from Hugging Face's BertForMaskedLM has neither
+  cls/seq_relationship nor the pooler that feeds it. A checkpoint without
+  the masked-LM head (a bare BertModel) cannot label: InputError.
+  """
+  if not init_checkpoint:
+    return True
+  try:
+    names = [name for name, _ in tf.train.list_variables(init_checkpoint)]
+  except (tf.errors.OpError, ValueError) as error:
+    raise InputError("--init_checkpoint: %s" % error) from None
+  if not any(name.startswith("cls/predictions/") for name in names):
+    raise InputError(
+        "--init_checkpoint %s has no masked-LM head (cls/predictions), so it "
+        "cannot label masked tokens; a bare BertModel is no teacher." %
+        init_checkpoint)
+  return any(name.startswith("cls/seq_relationship/") for name in names)
+
+
+def load_teacher(init_checkpoint, with_next_sentence=True):
   """Points every variable's initializer at the checkpoint; logs them.
 
   A variable missing from the checkpoint, or of another shape, is an error.
   Without a checkpoint (--allow_random_teacher) the weights stay random.
+  Without the next-sentence head the pooler, which only feeds that head, is
+  not loaded either.
   """
   if not init_checkpoint:
     tf1.logging.warning("No --init_checkpoint: labelling with a RANDOM "
                         "teacher (--allow_random_teacher).")
     return []
+  variables = tf1.global_variables()
+  if not with_next_sentence:
+    variables = [var for var in variables
+                 if not var.op.name.startswith("bert/pooler/")]
   try:
-    loaded = modeling.init_from_checkpoint_strict(init_checkpoint,
-                                                  tf1.global_variables())
+    loaded = modeling.init_from_checkpoint_strict(init_checkpoint, variables)
   except (ValueError, tf.errors.OpError) as error:
     raise InputError("--init_checkpoint: %s" % error) from None
   tf1.logging.info("Loaded %d variables from %s:", len(loaded),
@@ -512,7 +545,7 @@ def write_records(sess, records, output_path):
 
 
 def run_teacher(bert_config, input_files, record_shard, output_path,
-                local_rank, local_size, distributed):
+                local_rank, local_size, distributed, with_next_sentence=True):
   """Builds the input pipeline and the teacher, and writes the labels."""
   with tf.Graph().as_default():
     if not FLAGS.init_checkpoint:
@@ -524,11 +557,12 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
     if FLAGS.use_xla:
       with tf.xla.experimental.jit_scope():
         labels = teacher_labels(bert_config, features,
-                                FLAGS.truncation_factor)
+                                FLAGS.truncation_factor, with_next_sentence)
     else:
-      labels = teacher_labels(bert_config, features, FLAGS.truncation_factor)
+      labels = teacher_labels(bert_config, features, FLAGS.truncation_factor,
+                              with_next_sentence)
     records = encode_records(features["raw"], labels)
-    load_teacher(FLAGS.init_checkpoint)
+    load_teacher(FLAGS.init_checkpoint, with_next_sentence)
     config = session_config(local_rank, local_size, FLAGS.use_xla,
                             distributed)
     with tf1.Session(config=config) as sess:
@@ -549,6 +583,13 @@ def label_records():
     raise InputError("--input_file: %s" % error) from None
   check_input_files(input_files, FLAGS.max_seq_length,
                     FLAGS.max_predictions_per_seq)
+  with_next_sentence = teacher_has_next_sentence_head(FLAGS.init_checkpoint)
+  if not with_next_sentence:
+    tf1.logging.warning(
+        "The teacher has no next-sentence head (cls/seq_relationship; e.g. "
+        "converted from BertForMaskedLM): the records get no %s. Train "
+        "students on them with --nsp_loss hard or none.",
+        record_format.NEXT_SENTENCE_PROBS)
 
   rank, size, local_rank, local_size = init_workers()
   files, record_shard = shard_inputs(input_files, rank, size)
@@ -562,7 +603,8 @@ def label_records():
                    if record_shard else "", output_path)
 
   count = run_teacher(bert_config, files, record_shard, output_path,
-                      local_rank, local_size, distributed=size > 1)
+                      local_rank, local_size, distributed=size > 1,
+                      with_next_sentence=with_next_sentence)
   print("Wrote %d records to %s" % (count, output_path))
   return count
 

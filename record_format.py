@@ -4,7 +4,9 @@ Pretraining records (create_pretraining_data.py -> produce_teacher_labels.py)
 hold the masked-LM and next-sentence inputs. Distillation records
 (produce_teacher_labels.py -> trainers) hold the same features plus the
 teacher's labels: top-k probabilities and indices when k > 0, or the whole
-distribution when k = 0, and the teacher's next-sentence distribution.
+distribution when k = 0, and the teacher's next-sentence distribution (absent
+when the teacher has no next-sentence head, e.g. one converted from Hugging
+Face's BertForMaskedLM).
 """
 
 
@@ -32,13 +34,17 @@ def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
   return spec
 
 
-def teacher_label_spec(max_predictions_per_seq, truncation_factor, vocab_size):
+def teacher_label_spec(max_predictions_per_seq, truncation_factor, vocab_size,
+                       with_next_sentence=True):
   """Returns the parsing spec of the teacher's labels alone.
 
   With truncation_factor k > 0 the labels are the top-k probabilities and
   their vocabulary indices; with k = 0 they are the whole distribution.
+  with_next_sentence: whether the records hold next_sentence_probs.
   """
-  spec = {NEXT_SENTENCE_PROBS: tf.io.FixedLenFeature([2], tf.float32)}
+  spec = {}
+  if with_next_sentence:
+    spec[NEXT_SENTENCE_PROBS] = tf.io.FixedLenFeature([2], tf.float32)
   if truncation_factor > 0:
     width = max_predictions_per_seq * truncation_factor
     spec[TRUNCATED_PROBS] = tf.io.FixedLenFeature([width], tf.float32)

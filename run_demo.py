@@ -3,7 +3,8 @@
 Every stage is called through its own script with command-line flags, as a
 user would call it, and each command line is printed before it runs. The
 results go under --output_dir (demo_output/ by default), ending with
-report.md, report.json and a plot of held-out masked-LM accuracy.
+report.md, report.json and a plot of held-out masked-LM accuracy. The
+distilled student is also exported to Hugging Face's layout in student_hf/.
 
 --tiny runs the same chain with tiny models and a few steps; the test suite
 uses it to prove that the stages fit together.
@@ -321,6 +322,13 @@ def main(_):
         settings["student_steps"], settings["student_lr"],
         settings["student_batch"],
         extra + ["--eval_every_steps", settings["eval_every_steps"]]))
+
+  # The distilled student in Hugging Face's layout, for transformers.
+  run_stage("export_student", [
+      py, "convert_checkpoint.py", "--from", "google", "--to", "huggingface",
+      "--input_dir", path("distilled_student"),
+      "--bert_config_file", student_config, "--vocab_file", FLAGS.vocab_file,
+      "--do_lower_case", "True", "--output_dir", path("student_hf")])
 
   # VII. The same distillation, briefly, under Horovod on 2 CPU processes.
   run_stage("distributed_distillation", [

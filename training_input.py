@@ -91,11 +91,13 @@ def _max_int(examples, name):
 
 def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
-                      needs_teacher_labels):
+                      needs_teacher_labels, needs_next_sentence_probs=False):
   """Checks the first records of files[0] against the flags.
 
   Returns True when the records hold teacher labels (then they match
-  --truncation_factor and the student's vocab_size).
+  --truncation_factor and the student's vocab_size). With
+  needs_next_sentence_probs (--nsp_loss soft) the labels must include the
+  teacher's next-sentence probabilities.
 
   Raises:
     InputError: with a message naming the flag to fix.
@@ -166,4 +168,17 @@ def check_input_files(files, flag_name, max_seq_length,
           "%s: the teacher labels hold token index %d but the student's "
           "vocab_size (--bert_config_file) is %d; student and teacher must "
           "share the vocabulary" % (path, largest, vocab_size))
+  if (needs_next_sentence_probs and
+      record_format.NEXT_SENTENCE_PROBS not in described):
+    raise InputError(
+        "--nsp_loss soft needs the teacher's %s, but %s (%s) holds none: its "
+        "teacher had no next-sentence head (e.g. one converted from "
+        "BertForMaskedLM). Use --nsp_loss hard or none." % (
+            record_format.NEXT_SENTENCE_PROBS, path, flag_name))
   return True
+
+
+def holds_next_sentence_probs(files):
+  """Whether the records (judged by the first) hold next_sentence_probs."""
+  return record_format.NEXT_SENTENCE_PROBS in record_format.describe_record(
+      files[0])

@@ -13,7 +13,7 @@ from conftest import run_script
 
 STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
           "teacher_labels", "teacher_eval", "distilled_student", "scratch_student",
-          "distributed_distillation", "report")
+          "export_student", "distributed_distillation", "report")
 MODEL_KEYS = ("params", "masked_lm_accuracy", "teacher_top1_agreement",
               "next_sentence_accuracy", "train_seq_per_s")
 
@@ -67,3 +67,10 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   assert len(heldout) == 1 and heldout[0] not in os.listdir(out / "text")
   # Horovod's rank 1 left nothing behind.
   assert not (out / "distributed_student" / "1").exists()
+  # The distilled student exported for transformers.
+  exported = sorted(os.listdir(out / "student_hf"))
+  assert exported == ["config.json", "model.safetensors",
+                      "tokenizer_config.json", "vocab.txt"]
+  config = json.loads((out / "student_hf" / "config.json").read_text())
+  assert config["architectures"] == ["BertForPreTraining"]
+  assert config["num_hidden_layers"] == 1
