@@ -275,8 +275,9 @@ def test_step_timeout_exit_removes_registered_temporaries(tmp_path):
   assert os.listdir(str(tmp_path)) == []
 
 
-def test_distributed_run_removes_stale_scratch_and_checkpoint_temporaries(
+def test_distributed_rank_stopped_by_sigterm_leaves_no_scratch_dir(
     tmp_path, tiny_vocab):
+  """Also: the next job removes what killed ranks and a full disk left."""
   import conftest  # pylint: disable=g-import-not-at-top
   import test_launchers  # pylint: disable=g-import-not-at-top
   _, tokens = tiny_vocab
@@ -302,20 +303,35 @@ def test_distributed_run_removes_stale_scratch_and_checkpoint_temporaries(
   env = dict(CHILD_ENV, TMPDIR=str(temp_dir),
              PATH=os.path.dirname(sys.executable) + os.pathsep +
              os.environ.get("PATH", ""))
+  # Enough steps that the job is still training when rank 1 is stopped.
   command = conftest.horovodrun_command(2, [
       os.path.join(REPO, "network_distillation_distributed_truncated.py"),
       "--bert_config_file", config, "--input_file", records,
       "--output_dir", str(output_dir), "--truncation_factor",
       str(test_launchers.TOP_K), "--do_train", "True", "--do_eval", "False",
       "--train_batch_size", "4"] + [
-          str(flag) for flag in test_launchers.small_run_flags(4)])
+          str(flag) for flag in test_launchers.small_run_flags(100000)])
+
+  def new_scratch_dir_pid():
+    for name in os.listdir(str(temp_dir)):
+      pid = temporary_files.owner_pid(name, r"distill_rank1")
+      if pid and name not in (stale.name, live.name):
+        return pid
+    return None
+
   process = start(command, env=env)
   try:
-    stdout, stderr = process.communicate(timeout=300)
+    rank1_pid = wait_for(new_scratch_dir_pid, what="rank 1's scratch dir")
+    wait_for(lambda: not meta_temp.exists(), what="rank 0's start")
+    time.sleep(5)  # Into the training loop.
+    os.kill(rank1_pid, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
   finally:
     kill_group(process)
-  assert process.returncode == 0, (stdout + stderr)[-4000:]
-  assert not stale.exists() and not meta_temp.exists()
-  assert live.exists()
-  # This run's own scratch dir is gone too.
-  assert os.listdir(str(temp_dir)) == [live.name]
+  output = stdout + stderr
+  assert process.returncode != 0, output[-4000:]
+  assert "Stopped by SIGTERM; removed %s" % temp_dir in output, output[-4000:]
+  # Of the scratch dirs, only the live process's is left.
+  assert [name for name in os.listdir(str(temp_dir))
+          if name.startswith("distill_rank")] == [live.name]
+  assert not meta_temp.exists()
