@@ -14,10 +14,11 @@ every flag of network_distillation_single_machine_truncated.py, plus
     --scale_learning_rate False), as in the original;
   * only rank 0 writes output_dir (checkpoints, summaries, eval_results.txt)
     and evaluates. The other ranks keep their scratch model directory in a
-    temporary directory outside output_dir and delete it at the end.
+    temporary directory outside output_dir (temporary_files: deleted at the
+    end, on SIGTERM/SIGINT and on a --step_timeout_secs exit; one left by a
+    `kill -9` is deleted by the next run).
 """
 
-import shutil
 import sys
 import tempfile
 
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 import command_line
 import network_distillation_single_machine_truncated as single
+import temporary_files
 
 flags.DEFINE_bool(
     "scale_learning_rate", True,
@@ -40,6 +42,9 @@ flags.DEFINE_bool(
     "default they are all-reduced in float32, whatever --precision is.")
 
 FLAGS = flags.FLAGS
+
+# Scratch model_dir of rank N: <tmp>/distill_rankN.tmp-<pid>-<random>.
+SCRATCH_PREFIX = "distill_rank"
 
 
 class HorovodDistribution(single.Distribution):
@@ -71,8 +76,10 @@ def main(_):
   tf.compat.v1.logging.info("Horovod rank %d of %d (local rank %d)", rank,
                             hvd.size(), hvd.local_rank())
   # Only rank 0 owns output_dir; the others need a model_dir of their own.
-  scratch_dir = None if rank == 0 else tempfile.mkdtemp(
-      prefix="distill_rank%d_" % rank)
+  scratch_dir = None
+  if rank != 0:
+    temporary_files.remove_stale(tempfile.gettempdir(), SCRATCH_PREFIX + r"\d+")
+    scratch_dir = temporary_files.temporary_dir(SCRATCH_PREFIX + str(rank))
   if scratch_dir:
     tf.compat.v1.logging.info("Rank %d keeps its model_dir in %s (deleted at "
                               "the end)", rank, scratch_dir)
@@ -94,7 +101,7 @@ def main(_):
       # Close the cached summary writers first, or a late flush recreates
       # the directory after it is deleted.
       tf.compat.v1.summary.FileWriterCache.clear()
-      shutil.rmtree(scratch_dir, ignore_errors=True)
+      temporary_files.discard(scratch_dir)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import optimization
 import precision
 import record_format
 import student_init
+import temporary_files
 import training_hooks
 import training_input
 
@@ -269,11 +270,14 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
 
 def write_atomically(path, text):
-  """Writes text to path through a temporary file and a rename."""
-  temporary = path + ".tmp"
-  with tf.io.gfile.GFile(temporary, "w") as writer:
-    writer.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  """Writes text to path through a temporary file and a rename.
+
+  tf.io.gfile, so that output_dir may be remote (gs://, hdfs://).
+  """
+  temporary_files.write_atomically(
+      path, lambda writer: writer.write(text), opener=tf.io.gfile.GFile,
+      replace=lambda source, target: tf.io.gfile.rename(source, target,
+                                                          overwrite=True))
 
 
 def write_eval_results(output_dir, results):
@@ -444,6 +448,7 @@ def run(distribution):
                                          distribution.size))
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
+    temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
   stats = {}
   model_fn = model_fn_builder(
       bert_config, options, FLAGS.init_checkpoint, layer_map,

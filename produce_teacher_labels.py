@@ -18,6 +18,7 @@ its own GPU and writes `<output_file>-<rank>-of-<size>`.
 
 import os
 import queue
+import re
 import threading
 import time
 
@@ -28,6 +29,7 @@ import command_line
 import modeling
 import precision
 import record_format
+import temporary_files
 
 tf1 = tf.compat.v1
 
@@ -126,8 +128,10 @@ def check_input_files(input_files, max_seq_length, max_predictions_per_seq):
     try:
       described = record_format.describe_record(path)
     except ValueError:
-      tf1.logging.warning("%s holds no records", path)
-      continue
+      raise InputError(
+          "%s in --input_file holds no records (an empty file: was it "
+          "written completely?); regenerate it or leave it out." % path
+      ) from None
     labelled = [name for name in label_names if name in described]
     if labelled:
       raise InputError(
@@ -374,10 +378,31 @@ def output_path_for_rank(output_file, rank, size):
   return "%s-%d-of-%d" % (output_file, rank, size)
 
 
-def temporary_path(output_path):
-  """A name in the output's folder that no glob for the output matches."""
-  folder, name = os.path.split(output_path)
-  return os.path.join(folder, ".%s.incomplete-%d" % (name, os.getpid()))
+def check_output_path(output_path):
+  """Raises InputError when `output_path` cannot be written, before any work.
+
+  It must not be a directory, and its folder must be a writable directory
+  (or not exist yet, in which case it is created).
+  """
+  if tf.io.gfile.isdir(output_path):
+    raise InputError("--output_file %s is a directory; give the path of the "
+                     "file to write." % output_path)
+  folder = os.path.dirname(output_path)
+  if not folder:
+    folder = "."
+  if tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder):
+    raise InputError("--output_file %s: %s is a file, not a directory." %
+                     (output_path, folder))
+  if "://" in folder:
+    return  # Remote file systems are checked when the file is written.
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise InputError("--output_file %s: cannot create its folder: %s" %
+                     (output_path, command_line.os_error_message(error)))
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise InputError("--output_file %s: the folder %s is not writable." %
+                     (output_path, folder))
 
 
 def session_config(local_rank, local_size, use_xla, distributed=False):
@@ -435,8 +460,10 @@ class RecordWriterThread(object):
         self._error = error
 
   def _raise_error(self):
+    # The writer's own error (e.g. a full disk) names the file; raising it
+    # as it is lets command_line report it as one line.
     if self._error is not None:
-      raise IOError("Writing %s failed: %s" % (self.path, self._error))
+      raise self._error
 
   def put(self, batch):
     """Queues a sequence of serialized records for writing."""
@@ -467,9 +494,11 @@ def write_records(sess, records, output_path):
   """Runs the teacher over every batch and writes the records atomically.
 
   The file appears under `output_path` only once complete; until then it is
-  written under a temporary name in the same folder. Returns the count.
+  written under a temporary name in the same folder (temporary_files), which
+  is removed on an error, SIGTERM or SIGINT. Returns the count.
   """
-  temp_path = temporary_path(output_path)
+  temp_path = temporary_files.register(
+      temporary_files.temporary_path(output_path))
   writer = RecordWriterThread(temp_path)
   count = 0
   start = time.time()
@@ -503,8 +532,10 @@ def write_records(sess, records, output_path):
       pass
     if tf.io.gfile.exists(temp_path):
       tf.io.gfile.remove(temp_path)
+    temporary_files.unregister(temp_path)
     raise
   tf.io.gfile.rename(temp_path, output_path, overwrite=True)
+  temporary_files.unregister(temp_path)
   elapsed = time.time() - start
   steady, steady_per_cpu = 0.0, 0.0
   if steady_start is not None and count > steady_count:
@@ -572,9 +603,10 @@ def label_records():
   rank, size, local_rank, local_size = init_workers()
   files, record_shard = shard_inputs(input_files, rank, size)
   output_path = output_path_for_rank(FLAGS.output_file, rank, size)
-  output_folder = os.path.dirname(output_path)
-  if output_folder:
-    tf.io.gfile.makedirs(output_folder)
+  check_output_path(output_path)
+  # Temporaries of this output left by a killed earlier run.
+  temporary_files.remove_stale(os.path.dirname(output_path) or ".",
+                               re.escape(os.path.basename(output_path)))
   tf1.logging.info("Rank %d of %d labels %d file(s)%s into %s", rank, size,
                    len(files), " (every %d-th record)" % size
                    if record_shard else "", output_path)
