@@ -27,6 +27,7 @@ numpy API.
 import glob
 import json
 import os
+import re
 import shutil
 
 from absl import flags
@@ -36,6 +37,7 @@ import tensorflow as tf
 
 import command_line
 import modeling
+import temporary_files
 import tokenization
 
 tf1 = tf.compat.v1
@@ -630,13 +632,15 @@ def check_output_dir(output_dir, input_path, overwrite):
 
 
 def temporary_folder(output_dir):
-  """A fresh hidden folder next to output_dir, on the same file system."""
+  """A fresh hidden folder next to output_dir, on the same file system.
+
+  temporary_files removes it on an error or a signal; one that a killed
+  earlier conversion left is removed here.
+  """
   parent, name = os.path.split(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
-  folder = os.path.join(parent, ".%s.incomplete-%d" % (name, os.getpid()))
-  shutil.rmtree(folder, ignore_errors=True)
-  os.makedirs(folder)
-  return folder
+  temporary_files.remove_stale(parent, re.escape(name))
+  return temporary_files.temporary_dir("." + name, parent)
 
 
 def publish(temp_dir, output_dir):
@@ -686,7 +690,7 @@ def convert(source_format, target_format, input_dir, output_dir,
       write_huggingface(temp_dir, config, tensors, vocab_file, do_lower_case)
     publish(temp_dir, output_dir)
   finally:
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    temporary_files.discard(temp_dir)
 
   logging.info("Wrote %d tensors to %s (%s format). Parts: embeddings, %d "
                "encoder layers%s.", len(tensors), output_dir, target_format,

@@ -37,8 +37,10 @@ import command_line
 import distillation
 import modeling
 import optimization
+import precision
 import record_format
 import student_init
+import temporary_files
 import training_hooks
 import training_input
 
@@ -160,6 +162,9 @@ flags.DEFINE_integer(
     "evaluate after each chunk and append the metrics to "
     "output_dir/eval_history.jsonl. 0 = evaluate once at the end.")
 
+flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
+                  precision.FLAG_HELP)
+
 FLAGS = flags.FLAGS
 
 InputError = command_line.InputError
@@ -174,17 +179,20 @@ class Distribution(object):
     model_dir: where this process keeps checkpoints (None = --output_dir).
     use_horovod: average gradients over the processes.
     scale_learning_rate: with Horovod, multiply the learning rate by size.
+    fp16_allreduce: with Horovod, all-reduce the gradients in float16.
     train_hooks: extra SessionRunHooks for training.
     session_config: a tf ConfigProto or None.
   """
 
   def __init__(self, size=1, rank=0, model_dir=None, use_horovod=False,
-               scale_learning_rate=True, train_hooks=(), session_config=None):
+               scale_learning_rate=True, fp16_allreduce=False, train_hooks=(),
+               session_config=None):
     self.size = size
     self.rank = rank
     self.model_dir = model_dir
     self.use_horovod = use_horovod
     self.scale_learning_rate = scale_learning_rate
+    self.fp16_allreduce = fp16_allreduce
     self.train_hooks = list(train_hooks)
     self.session_config = session_config
 
@@ -205,24 +213,28 @@ class Distribution(object):
 def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
                      skip_mismatched, learning_rate, num_train_steps,
                      num_warmup_steps, max_predictions_per_seq, distribution,
-                     stats):
-  """Returns the Estimator model_fn; it records the parameter count in stats."""
+                     stats, precision_name="fp32"):
+  """Returns the Estimator model_fn; it records the parameter count in stats.
+
+  precision_name is a --precision value; fp16 training gets dynamic loss
+  scaling.
+  """
 
   def model_fn(features, labels, mode, params, config):
     """Builds the student and its loss, train op or metrics."""
     del labels, params  # The labels travel in `features`.
     is_training = mode == tf.estimator.ModeKeys.TRAIN
+    compute_type = precision.compute_type(precision_name)
+    # Evaluation keeps the masked-LM head in float32, as the teacher does
+    # when it labels, so that the metrics compare like with like.
     _, masked_lm_logits, next_sentence_logits = modeling.pretraining_model(
         bert_config, is_training, features["input_ids"],
         features["masked_lm_positions"], input_mask=features["input_mask"],
-        token_type_ids=features["segment_ids"])
+        token_type_ids=features["segment_ids"], compute_type=compute_type,
+        mlm_head_type=compute_type if is_training else tf.float32)
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
-    # Before the estimator restores (and trains) a checkpoint of another
-    # model. Other ranks restore nothing: rank 0's weights are broadcast.
-    if distribution.is_chief:
-      check_output_dir_checkpoint(tvars, config.model_dir)
     # Under Horovod, rank 0 loads and BroadcastGlobalVariablesHook copies.
     if init_checkpoint and distribution.is_chief:
       student_init.init_student_from_checkpoint(tvars, init_checkpoint, layer_map,
@@ -239,19 +251,29 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
       for name, value in losses.items():
         tf1.summary.scalar(name, value)
       tf1.add_to_collection(training_hooks.LOSS_COLLECTION, losses["total"])
+      loss_scale = (optimization.DynamicLossScale()
+                    if precision_name == "fp16" else None)
       train_op = optimization.create_optimizer(
           losses["total"], learning_rate, num_train_steps, num_warmup_steps,
           False, use_horovod=distribution.use_horovod,
-          scale_learning_rate=distribution.scale_learning_rate)
-      return tf.estimator.EstimatorSpec(mode, loss=losses["total"],
+          scale_learning_rate=distribution.scale_learning_rate,
+          loss_scale=loss_scale, fp16_allreduce=distribution.fp16_allreduce)
+      spec = tf.estimator.EstimatorSpec(mode, loss=losses["total"],
                                         train_op=train_op)
-    if mode == tf.estimator.ModeKeys.EVAL:
-      return tf.estimator.EstimatorSpec(
+    elif mode == tf.estimator.ModeKeys.EVAL:
+      spec = tf.estimator.EstimatorSpec(
           mode, loss=losses["total"],
           eval_metric_ops=distillation.eval_metric_ops(
               features, masked_lm_logits, next_sentence_logits, losses,
               max_predictions_per_seq))
-    raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
+    else:
+      raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
+    # Before the estimator restores (and trains) a checkpoint of another
+    # model; all variables, so the optimizer's and the fp16 loss scale's too.
+    # Other ranks restore nothing: rank 0's weights are broadcast.
+    if distribution.is_chief:
+      check_output_dir_checkpoint(tf1.global_variables(), config.model_dir)
+    return spec
 
   return model_fn
 
@@ -261,11 +283,14 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
 
 def write_atomically(path, text):
-  """Writes text to path through a temporary file and a rename."""
-  temporary = path + ".tmp"
-  with tf.io.gfile.GFile(temporary, "w") as writer:
-    writer.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  """Writes text to path through a temporary file and a rename.
+
+  tf.io.gfile, so that output_dir may be remote (gs://, hdfs://).
+  """
+  temporary_files.write_atomically(
+      path, lambda writer: writer.write(text), opener=tf.io.gfile.GFile,
+      replace=lambda source, target: tf.io.gfile.rename(source, target,
+                                                          overwrite=True))
 
 
 def write_eval_results(output_dir, results):
@@ -296,6 +321,7 @@ def write_train_stats(output_dir, params, throughput, processes):
   """Writes output_dir/train_stats.json (read by the demo's report)."""
   train_stats = {
       "params": params,
+      "precision": FLAGS.precision,
       "train_seq_per_s": throughput.sequences_per_second(),
       "steps": throughput.steps,
       "seconds": throughput.seconds,
@@ -323,12 +349,12 @@ def checkpoint_step(model_dir):
 # Checkpoints and damaged files.
 
 
-def check_output_dir_checkpoint(tvars, model_dir):
+def check_output_dir_checkpoint(variables, model_dir):
   """Raises InputError when model_dir's latest checkpoint is another model."""
   latest = tf.train.latest_checkpoint(model_dir)
   if not latest:
     return
-  differences = student_init.checkpoint_differences(tvars, latest)
+  differences = student_init.checkpoint_differences(variables, latest)
   if differences:
     shown = differences[:10]
     if len(differences) > 10:
@@ -556,6 +582,7 @@ def run(distribution):
   """Trains and/or evaluates as the flags say; this process's part of it."""
   tf1.logging.set_verbosity(tf1.logging.INFO)
   check_flags()
+  precision.check_hardware(FLAGS.precision)
   try:
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
   except modeling.ConfigError as error:
@@ -600,11 +627,13 @@ def run(distribution):
         FLAGS.output_dir)
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
+    temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
   stats = {}
   model_fn = model_fn_builder(
       bert_config, options, FLAGS.init_checkpoint, layer_map,
       FLAGS.init_skip_mismatched, FLAGS.learning_rate, num_train_steps,
-      num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats)
+      num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats,
+      FLAGS.precision)
   estimator = build_estimator(model_fn, distribution)
 
   watchdog = training_hooks.Watchdog() if FLAGS.step_timeout_secs else None

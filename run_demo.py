@@ -21,6 +21,7 @@ import time
 from absl import flags
 
 import command_line
+import precision
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,6 +37,10 @@ flags.DEFINE_string("vocab_file", os.path.join(REPO, "data", "sample",
 flags.DEFINE_bool("tiny", False,
                   "Tiny models and a few steps: checks the chain, not quality.")
 flags.DEFINE_integer("num_workers", 2, "Processes for the data stages.")
+flags.DEFINE_enum(
+    "precision", "auto", ("auto",) + precision.PRECISIONS,
+    "--precision of every model stage. auto: bf16 when the CPU has "
+    "AVX512-BF16 or AMX-BF16, else fp32.")
 
 FLAGS = flags.FLAGS
 
@@ -177,9 +182,18 @@ def model_summary(model_dir):
   }
 
 
-def write_report(out, settings, models, flags_used):
+def demo_precision():
+  """--precision, with auto resolved for this CPU."""
+  if FLAGS.precision != "auto":
+    return FLAGS.precision
+  slow = precision.hardware_warning("bf16", precision.cpu_flags(), [])
+  return "fp32" if slow else "bf16"
+
+
+def write_report(out, settings, models, flags_used, precision_name):
   """Writes report.json and report.md."""
   report = dict(models)
+  report["precision"] = precision_name
   report["stages"] = {name: round(seconds, 1)
                       for name, seconds in STAGE_SECONDS.items()}
   report["settings"] = {
@@ -193,7 +207,8 @@ def write_report(out, settings, models, flags_used):
 
   lines = ["# Distillation demo report", "",
            "Held-out metrics are measured on the split kept back from "
-           "training.", "",
+           "training. Every model stage ran with `--precision %s`." %
+           precision_name, "",
            "| model | params | masked-LM acc. | teacher top-1 agreement | "
            "next-sentence acc. | train seq/s | steps |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -226,6 +241,9 @@ def main(_):
   os.makedirs(out)
   path = lambda *parts: os.path.join(out, *parts)
   vocab_size = count_lines(FLAGS.vocab_file)
+  precision_name = demo_precision()
+  precision_flags = ["--precision", precision_name]
+  print("Precision: %s" % precision_name)
 
   # I. Extract Wikipedia.
   run_stage("extract", ["bash", "extract_wikipedia_for_bert/run_wikiextractor.sh",
@@ -268,7 +286,7 @@ def main(_):
       settings["teacher_steps"], settings["teacher_lr"],
       settings["teacher_batch"],
       ["--soft_label_weight", 0, "--hard_label_weight", 1,
-       "--nsp_loss", "hard"]))
+       "--nsp_loss", "hard"] + precision_flags))
 
   # V. Teacher labels, top-10.
   teacher_checkpoint = path("teacher", "model.ckpt-%d" %
@@ -282,7 +300,8 @@ def main(_):
         "--truncation_factor", 10,
         "--init_checkpoint", teacher_checkpoint,
         "--max_seq_length", settings["max_seq_length"],
-        "--max_predictions_per_seq", settings["max_predictions_per_seq"]])
+        "--max_predictions_per_seq", settings["max_predictions_per_seq"]]
+              + precision_flags)
 
   # The teacher's own held-out figures, on the labelled records: its
   # agreement with its stored labels checks the labelling stage.
@@ -296,7 +315,7 @@ def main(_):
       "--max_seq_length", settings["max_seq_length"],
       "--max_predictions_per_seq", settings["max_predictions_per_seq"],
       "--eval_batch_size", 32, "--max_eval_steps", settings["max_eval_steps"],
-      "--soft_label_weight", 0, "--hard_label_weight", 1])
+      "--soft_label_weight", 0, "--hard_label_weight", 1] + precision_flags)
 
   # VI. Students: distilled, and the same shape from scratch.
   distill_flags = [
@@ -321,7 +340,8 @@ def main(_):
         path("labels", "heldout.tfrecord"), path(name),
         settings["student_steps"], settings["student_lr"],
         settings["student_batch"],
-        extra + ["--eval_every_steps", settings["eval_every_steps"]]))
+        extra + precision_flags +
+        ["--eval_every_steps", settings["eval_every_steps"]]))
 
   # The distilled student in Hugging Face's layout, for transformers.
   run_stage("export_student", [
@@ -338,7 +358,7 @@ def main(_):
           student_config, path("labels", "train.tfrecord"),
           path("labels", "heldout.tfrecord"), path("distributed_student"),
           settings["horovod_steps"], settings["student_lr"],
-          settings["student_batch"], distill_flags))
+          settings["student_batch"], distill_flags + precision_flags))
 
   # Report.
   start = time.time()
@@ -349,7 +369,7 @@ def main(_):
                                      "eval_history.jsonl")),
       "scratch": read_history(path("scratch_student", "eval_history.jsonl"))})
   STAGE_SECONDS["report"] = time.time() - start
-  write_report(out, settings, models, distill_flags)
+  write_report(out, settings, models, distill_flags, precision_name)
   print("\n" + open(path("report.md")).read())
 
 

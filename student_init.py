@@ -104,25 +104,33 @@ def init_student_from_checkpoint(tvars, init_checkpoint, layer_map=None,
   return loaded
 
 
-def checkpoint_differences(tvars, checkpoint):
-  """Lists how `checkpoint` differs from the model whose variables are tvars.
+def checkpoint_differences(variables, checkpoint):
+  """Lists how `checkpoint` differs from the model of `variables`.
 
   Compares names and shapes: a model variable the checkpoint lacks or holds
-  in another shape, and a checkpoint variable under the model's scopes
-  (e.g. "bert/", "cls/") that the model lacks. Optimizer slots and other
-  bookkeeping are ignored. Returns [] when the checkpoint fits.
+  in another shape (restoring would fail, or load the wrong thing), and a
+  checkpoint variable under the model's scopes (e.g. "bert/", "cls/") that
+  the model lacks (restoring would silently drop it). Adam slots that only
+  the checkpoint holds (it was saved by training; evaluation has none) are
+  ignored. Returns [] when the checkpoint fits.
   """
   checkpoint_shapes = dict(tf.train.list_variables(checkpoint))
   model_shapes = {re.sub(r":\d+$", "", var.name): var.shape.as_list()
-                  for var in tvars}
-  differences = []
+                  for var in variables}
+  differences, reported = [], set()
   for name, shape in sorted(model_shapes.items()):
+    base = re.sub("(%s)$" % "|".join(OPTIMIZER_SLOT_SUFFIXES), "", name)
+    if base in reported:
+      continue  # The Adam slots of a variable already listed.
     if name not in checkpoint_shapes:
       differences.append("%s %s: not in the checkpoint" % (name, shape))
     elif list(checkpoint_shapes[name]) != shape:
       differences.append("%s: model %s, checkpoint %s" % (
           name, shape, list(checkpoint_shapes[name])))
-  scopes = {name.split("/")[0] for name in model_shapes}
+    else:
+      continue
+    reported.add(name)
+  scopes = {name.split("/")[0] for name in model_shapes if "/" in name}
   for name, shape in sorted(checkpoint_shapes.items()):
     if (name.split("/")[0] in scopes and name not in model_shapes
         and not name.endswith(OPTIMIZER_SLOT_SUFFIXES)):

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import temporary_files
+
 tf1 = tf.compat.v1
 
 TIMEOUT_EXIT_STATUS = 3
@@ -66,6 +68,8 @@ class Watchdog(object):
       tf1.logging.error(message)
       sys.stderr.write("ERROR: %s\n" % message)
       sys.stderr.flush()
+      # os._exit skips atexit: remove this process's temporaries first.
+      temporary_files.remove_registered()
       os._exit(TIMEOUT_EXIT_STATUS)  # pylint: disable=protected-access
 
 

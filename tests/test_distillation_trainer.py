@@ -762,7 +762,7 @@ def run_launcher(command, temp_dir):
   output = result.stdout + result.stderr
   assert result.returncode == 0, output[-6000:]
   # Rank 1 did use a scratch dir there, and removed it.
-  assert os.path.join(temp_dir, "distill_rank1_") in output
+  assert os.path.join(temp_dir, "distill_rank1.tmp-") in output
   assert not glob.glob(os.path.join(temp_dir, "distill_rank*")), (
       "a rank left its scratch model dir")
   return output

@@ -314,7 +314,14 @@ def test_output_dir_state(tmp_path, data):
           "checkpoint [32, 64]" in error)
   assert ("bert/encoder/layer_1/attention/output/LayerNorm/beta [32]: in the "
           "checkpoint, not in the model" in error)
+  assert "adam_m" not in error  # Slots of listed variables are not listed.
   assert trainer.checkpoint_step(out) == 3
+
+  # An fp16 run needs the loss-scale state that an fp32 checkpoint lacks.
+  error = run_failing(SCRIPT, *trainer_args(
+      data, out, "--do_train", "True", "--precision", "fp16",
+      num_train_steps=6))
+  assert "loss_scale/scale []: not in the checkpoint" in error, error
 
   # A truncated checkpoint to resume from is named with its flag.
   truncate_data_file(os.path.join(out, "model.ckpt-3"))
