@@ -262,7 +262,8 @@ def test_step_timeout_exit_removes_registered_temporaries(tmp_path):
       "import temporary_files, training_hooks\n"
       "scratch = temporary_files.temporary_dir('distill_rank1', sys.argv[1])\n"
       "open(scratch + '/model.ckpt-1.index', 'w').close()\n"
-      "training_hooks.StepTimeoutHook(1).after_create_session(None, None)\n"
+      "training_hooks.Watchdog().watch(1, 'No training step finished in "
+      "%.0f s')\n"
       "time.sleep(60)\n")
   process = start([sys.executable, "-c", program, str(tmp_path)])
   try:
