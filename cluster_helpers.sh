@@ -15,26 +15,65 @@
 CLUSTER_PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SSH_OPTIONS=${SSH_OPTIONS:-"-o StrictHostKeyChecking=accept-new -o BatchMode=yes"}
 
-# host_names HOSTS_FILE: prints the address of every host, one per line,
-# skipping blank lines and comments.
-host_names() {
+# check_hosts_file HOSTS_FILE: checks every line strictly; on the first bad
+# line prints FILE:LINE and what is wrong, and fails. A line is
+# `<address> [slots=N] [max_slots=N]` (N >= 1, `max-slots` also accepted),
+# optionally followed by `# comment`; blank and comment lines are skipped.
+check_hosts_file() {
   if [[ ! -r "$1" ]]; then
     echo "cluster_helpers: cannot read hosts file '$1'" >&2
     return 1
   fi
-  awk '!/^[[:space:]]*(#|$)/ {print $1}' "$1"
+  awk -v file="$1" '
+    function bad(why) {
+      printf "%s:%d: %s: \"%s\"\n", file, NR, why, line > "/dev/stderr"
+      failed = 1
+      exit 1
+    }
+    {
+      line = $0
+      if (line ~ /\r$/) {
+        sub(/\r$/, "", line)
+        bad("Windows line ending (CRLF); convert the file with: sed -i \"s/\\r$//\" " file)
+      }
+      sub(/#.*/, "")
+      if (NF == 0) next
+      if ($1 ~ /^[^:]+:[0-9]+$/)
+        bad("write \"" substr($1, 1, index($1, ":") - 1) " slots=" substr($1, index($1, ":") + 1) "\"; host:N is the -H form, not the hosts file form")
+      if ($1 !~ /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/ && $1 !~ /^[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*$/)
+        bad("\"" $1 "\" is not a host name or address")
+      for (i = 2; i <= NF; i++) {
+        if ($i !~ /^(slots|max_slots|max-slots)=/)
+          bad("unknown field \"" $i "\" (expected slots=N or max_slots=N)")
+        if ($i !~ /=[1-9][0-9]*$/)
+          bad("\"" $i "\": the count must be a whole number of at least 1")
+      }
+      hosts++
+    }
+    END {
+      if (!failed && !hosts) {
+        printf "%s: lists no host (a line is: <address> slots=N)\n", file > "/dev/stderr"
+        failed = 1
+      }
+      exit failed
+    }' "$1"
+}
+
+# host_names HOSTS_FILE: prints the address of every host, one per line,
+# skipping blank lines and comments. Fails on a malformed hosts file.
+host_names() {
+  check_hosts_file "$1" || return 1
+  awk '{sub(/#.*/, "")} NF {print $1}' "$1"
 }
 
 # total_slots HOSTS_FILE: prints the sum of the slots; a host line without
-# slots=N counts as one slot, as in Open MPI.
+# slots=N counts as one slot, as in Open MPI. Fails on a malformed hosts file.
 total_slots() {
-  if [[ ! -r "$1" ]]; then
-    echo "cluster_helpers: cannot read hosts file '$1'" >&2
-    return 1
-  fi
-  awk '!/^[[:space:]]*(#|$)/ {
+  check_hosts_file "$1" || return 1
+  awk '{sub(/#.*/, "")}
+       NF {
          n = 1
-         for (i = 2; i <= NF; i++) if ($i ~ /^slots=[0-9]+$/) n = substr($i, 7) + 0
+         for (i = 2; i <= NF; i++) if ($i ~ /^slots=/) n = substr($i, 7) + 0
          total += n
        }
        END {print total + 0}' "$1"
@@ -112,7 +151,7 @@ copyclust() {
 # Run directly (not sourced): the first argument names the helper.
 if ! (return 0 2> /dev/null); then
   case "${1:-}" in
-    runclust | copyclust | host_names | total_slots) "$@" ;;
+    runclust | copyclust | host_names | total_slots | check_hosts_file) "$@" ;;
     *)
       echo "usage: $0 {runclust HOSTS_FILE COMMAND [verbose] | copyclust HOSTS_FILE [DIR]}" >&2
       exit 2

@@ -5,6 +5,8 @@ that it silently ignores. run() joins such a pair into `--do_eval=False`
 before parsing, and rejects any word that is left over.
 """
 
+import errno
+import os
 import sys
 
 from absl import app
@@ -15,6 +17,49 @@ _BOOL_WORDS = ("true", "false", "t", "f", "1", "0")
 
 class InputError(ValueError):
   """Bad flags or input files: run() prints the message and exits with 1."""
+
+
+# OSErrors that mean a path or the disk needs fixing, not a bug in the code.
+EXPECTED_ERRNOS = (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
+                   errno.EISDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT,
+                   errno.EROFS)
+
+
+def is_expected_os_error(error):
+  """True for an OSError about a path or a full disk (see EXPECTED_ERRNOS)."""
+  return isinstance(error, OSError) and error.errno in EXPECTED_ERRNOS
+
+
+DISK_FULL_HINT = " (the disk is full: free space or write elsewhere)"
+
+
+def os_error_message(error):
+  """`<what went wrong>: <file>` for an OSError, e.g. a full disk."""
+  what = error.strerror or str(error)
+  if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    what += DISK_FULL_HINT
+  files = [str(name) for name in (error.filename, error.filename2)
+           if name is not None]
+  return "%s: %s" % (what, " -> ".join(files)) if files else what
+
+
+def tensorflow_file_error_message(error):
+  """The message of a TensorFlow error about a path or a full disk, or None.
+
+  TensorFlow's file writers (TFRecordWriter, GFile, checkpoints) raise their
+  own errors, e.g. ResourceExhaustedError "<file>; No space left on device";
+  they are recognised by the operating system's message for the errno.
+  """
+  tf_errors = sys.modules.get("tensorflow.python.framework.errors_impl")
+  if tf_errors is None or not isinstance(error, tf_errors.OpError):
+    return None
+  message = error.message.strip()
+  if not any(os.strerror(code) in message for code in EXPECTED_ERRNOS):
+    return None
+  if any(os.strerror(code) in message
+         for code in (errno.ENOSPC, errno.EDQUOT)):
+    message += DISK_FULL_HINT
+  return message
 
 
 def join_boolean_values(argv, flag_values=flags.FLAGS):
@@ -53,13 +98,22 @@ def _parse(argv):
 
 
 def _exit_on_input_error(main):
-  """Wraps main so that an InputError ends the run with its message."""
+  """Wraps main so that an expected failure ends the run with one line."""
 
   def checked_main(argv):
     try:
       return main(argv)
     except InputError as error:
       sys.exit("ERROR: %s" % error)
+    except OSError as error:
+      if not is_expected_os_error(error):
+        raise
+      sys.exit("ERROR: %s" % os_error_message(error))
+    except Exception as error:  # pylint: disable=broad-except
+      message = tensorflow_file_error_message(error)
+      if message is None:
+        raise
+      sys.exit("ERROR: %s" % message)
 
   return checked_main
 
@@ -67,6 +121,8 @@ def _exit_on_input_error(main):
 def run(main):
   """Parses flags (README forms included) and runs main().
 
-  An InputError raised by main() is printed as "ERROR: ..." and exits 1.
+  An InputError raised by main(), or an OSError about a path or a full disk
+  (permission denied, not a directory, no space left, ...), is printed as
+  one "ERROR: ..." line and exits 1. Anything else is a bug: a traceback.
   """
   app.run(_exit_on_input_error(main), flags_parser=_parse)

@@ -24,9 +24,9 @@ Each sentence is tokenized once and kept as ids for all the passes.
 """
 
 import array
+import codecs
 import gc
 import importlib
-import multiprocessing
 import os
 import random
 import re
@@ -36,12 +36,16 @@ from absl import flags
 from absl import logging
 
 import command_line
+import temporary_files
 import tokenization
+import worker_pool
 
 # TensorFlow (record_format) takes seconds to import, so it is imported once
 # the flags and inputs have been checked; see import_tensorflow().
 
 FLAGS = flags.FLAGS
+
+InputError = command_line.InputError
 
 flags.DEFINE_string(
     "input_dir", None,
@@ -92,34 +96,36 @@ flags.DEFINE_integer(
 # BERT's position embeddings stop at 512.
 MAX_SUPPORTED_SEQ_LENGTH = 512
 MIN_SEQ_LENGTH = 8
-SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[MASK]")
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[MASK]", "[UNK]")
 # Tokenized words kept per worker; English text reuses few words very often.
 WORD_CACHE_SIZE = 500000
 # How often a worker reports progress while reading a file.
 LOG_EVERY_DOCUMENTS = 20000
+# Bytes read from the start of every input file to check that it is text.
+TEXT_CHECK_BYTES = 1 << 16
 
 
 def check_flags():
-  """Raises ValueError naming the flag when a setting cannot work."""
+  """Raises InputError naming the flag when a setting cannot work."""
   if not 0.0 < FLAGS.masked_lm_prob < 1.0:
-    raise ValueError("--masked_lm_prob must be in (0, 1), got %r"
+    raise InputError("--masked_lm_prob must be in (0, 1), got %r"
                      % FLAGS.masked_lm_prob)
   if not MIN_SEQ_LENGTH <= FLAGS.max_seq_length <= MAX_SUPPORTED_SEQ_LENGTH:
-    raise ValueError(
+    raise InputError(
         "--max_seq_length must be between %d and %d (BERT's position "
         "embeddings), got %d" % (MIN_SEQ_LENGTH, MAX_SUPPORTED_SEQ_LENGTH,
                                  FLAGS.max_seq_length))
   if FLAGS.max_predictions_per_seq < 1:
-    raise ValueError("--max_predictions_per_seq must be at least 1, got %d"
+    raise InputError("--max_predictions_per_seq must be at least 1, got %d"
                      % FLAGS.max_predictions_per_seq)
   if FLAGS.dupe_factor < 1:
-    raise ValueError("--dupe_factor must be at least 1, got %d"
+    raise InputError("--dupe_factor must be at least 1, got %d"
                      % FLAGS.dupe_factor)
   if not 0.0 <= FLAGS.short_seq_prob <= 1.0:
-    raise ValueError("--short_seq_prob must be in [0, 1], got %r"
+    raise InputError("--short_seq_prob must be in [0, 1], got %r"
                      % FLAGS.short_seq_prob)
   if FLAGS.num_workers is not None and FLAGS.num_workers < 1:
-    raise ValueError("--num_workers must be at least 1, got %d"
+    raise InputError("--num_workers must be at least 1, got %d"
                      % FLAGS.num_workers)
 
 
@@ -133,11 +139,13 @@ def list_input_files(input_dir):
   """Returns the paths of the regular files in `input_dir`, in name order.
 
   Numbers in names count by value, so split_text.py's wiki_<N>.txt gives
-  output number N. Raises ValueError naming --input_dir when it is missing
+  output number N. Raises InputError naming --input_dir when it is missing
   or holds no file.
   """
+  if not os.path.exists(input_dir):
+    raise InputError("--input_dir %s does not exist" % input_dir)
   if not os.path.isdir(input_dir):
-    raise ValueError("--input_dir %s does not exist or is not a folder"
+    raise InputError("--input_dir %s is a file, not a folder of text files"
                      % input_dir)
   paths = []
   for name in sorted(os.listdir(input_dir), key=natural_sort_key):
@@ -145,8 +153,46 @@ def list_input_files(input_dir):
     if not name.startswith(".") and os.path.isfile(path):
       paths.append(path)
   if not paths:
-    raise ValueError("--input_dir %s holds no input files" % input_dir)
+    raise InputError("--input_dir %s holds no input files" % input_dir)
   return paths
+
+
+def check_is_text(path):
+  """Raises InputError unless the start of `path` is UTF-8 text.
+
+  A binary file (a TFRecord, an archive) or text in another encoding would
+  otherwise become instances of garbage tokens. The whole file is decoded
+  strictly later, when it is read.
+  """
+  with open(path, "rb") as reader:
+    head = reader.read(TEXT_CHECK_BYTES)
+  if b"\0" in head:
+    raise InputError(
+        "%s in --input_dir is not a text file (it holds NUL bytes, at byte "
+        "%d); remove it from the folder" % (path, head.index(b"\0")))
+  try:
+    # final=False: a character cut by the end of `head` is not an error.
+    codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+  except UnicodeDecodeError as error:
+    raise InputError(
+        "%s in --input_dir is not UTF-8 text (byte %d); convert it to UTF-8 "
+        "or remove it from the folder" % (path, error.start)) from None
+
+
+def check_output_dir(input_dir, output_dir):
+  """Raises InputError when --output_dir is --input_dir or not a folder.
+
+  Records written into the input folder would be read back as text by the
+  next run.
+  """
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise InputError("--output_dir %s is a file, not a folder" % output_dir)
+  if (os.path.isdir(output_dir) and
+      os.path.samefile(input_dir, output_dir)):
+    raise InputError(
+        "--output_dir %s is the same folder as --input_dir: every file in "
+        "--input_dir is read as text, so the records must go elsewhere"
+        % output_dir)
 
 
 def default_num_workers():
@@ -211,8 +257,8 @@ def read_documents(input_file, id_tokenizer):
   """
   documents = []
   current = []
-  with open(input_file, encoding="utf-8", errors="ignore") as reader:
-    for line in reader:
+  with open(input_file, encoding="utf-8") as reader:
+    for line in _decoded_lines(reader, input_file):
       line = line.strip()
       if not line:
         if current:
@@ -227,6 +273,18 @@ def read_documents(input_file, id_tokenizer):
   if current:
     documents.append(current)
   return documents
+
+
+def _decoded_lines(reader, input_file):
+  """Yields the lines of a text file; InputError naming it if not UTF-8."""
+  line_number = 0
+  try:
+    for line_number, line in enumerate(reader, 1):
+      yield line
+  except UnicodeDecodeError as error:
+    raise InputError("%s, after line %d, is not UTF-8 text (%s); convert it "
+                     "to UTF-8 or remove it from --input_dir"
+                     % (input_file, line_number, error.reason)) from None
 
 
 def truncate_pair(tokens_a, tokens_b, max_num_tokens, rng):
@@ -459,18 +517,19 @@ def write_records(instances, serializer, typecode, path):
   """Writes packed instances as tf.train.Examples to `path`.
 
   The file appears only when complete: it is written under a temporary name
-  and renamed.
+  (temporary_files) and renamed. The temporary is removed on an error or a
+  SIGTERM/SIGINT; one left by a `kill -9` is removed by the next run.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  temp_path = "%s.tmp-%d" % (path, os.getpid())
+  temp_path = temporary_files.register(temporary_files.temporary_path(path))
   try:
     with tf.io.TFRecordWriter(temp_path) as writer:
       for packed in instances:
         writer.write(serializer.serialize(*unpack_instance(packed, typecode)))
-    os.replace(temp_path, path)
-  finally:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
+    temporary_files.commit(temp_path, path)
+  except BaseException:
+    temporary_files.discard(temp_path)
+    raise
 
 
 # Per-process state of the workers, set once by init_worker.
@@ -516,23 +575,61 @@ def process_file(task):
   return file_index, input_file, len(instances), time.time() - start
 
 
+def describe_task(task):
+  """Names a task's files for an error message."""
+  _, input_file, output_file = task
+  return "%s (writing %s)" % (input_file, output_file)
+
+
 def run_tasks(tasks, num_workers, vocab_file, do_lower_case, config):
-  """Runs process_file on every task; yields results as files finish."""
+  """Runs process_file on every task; yields results as files finish.
+
+  A worker process that dies (e.g. killed by the out-of-memory killer) ends
+  the run with worker_pool.WorkerDied naming the file it was working on.
+  """
   init_args = (vocab_file, do_lower_case, config)
   if num_workers == 1:
     init_worker(*init_args)
     for task in tasks:
       yield process_file(task)
     return
-  # fork: workers inherit the imported modules instead of importing again.
-  # Freezing the objects first keeps the workers' garbage collector from
-  # writing to (and so copying) the memory pages they share with us.
+  # Workers are forked: they inherit the imported modules instead of
+  # importing again. Freezing the objects first keeps the workers' garbage
+  # collector from writing to (and so copying) the memory pages they share
+  # with us.
   gc.freeze()
-  context = multiprocessing.get_context("fork")
-  with context.Pool(num_workers, initializer=init_worker,
-                    initargs=init_args) as pool:
-    for result in pool.imap_unordered(process_file, tasks):
-      yield result
+  for _, result in worker_pool.run_tasks(
+      process_file, tasks, num_workers, initializer=init_worker,
+      initargs=init_args, describe_task=describe_task):
+    yield result
+
+
+def output_name_pattern(output_base_name):
+  """Regular expression for the names of this script's output files."""
+  return r"%s_\d+\.tfrecord" % re.escape(output_base_name)
+
+
+def remove_stale_outputs(output_dir, output_base_name, written_paths):
+  """Removes <output_base_name>_N.tfrecord files this run did not write.
+
+  They come from an earlier run with more input files (or files that now
+  hold no usable document); the documented glob <output_base_name>_*
+  would otherwise mix them with this run's records. Returns their paths.
+  """
+  written = set(os.path.abspath(path) for path in written_paths)
+  pattern = output_name_pattern(output_base_name)
+  removed = []
+  for name in sorted(os.listdir(output_dir), key=natural_sort_key):
+    path = os.path.join(output_dir, name)
+    if re.fullmatch(pattern, name) and os.path.abspath(path) not in written:
+      os.remove(path)
+      removed.append(path)
+  if removed:
+    logging.warning("Removed %d record file(s) of an earlier run that this "
+                    "run did not write, so that %s_* matches only this "
+                    "run's output: %s", len(removed), output_base_name,
+                    ", ".join(removed))
+  return removed
 
 
 def import_tensorflow():
@@ -548,13 +645,35 @@ def main(_):
   logging.set_verbosity(logging.INFO)
   check_flags()
   input_files = list_input_files(FLAGS.input_dir)
-  tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file,
-                                         do_lower_case=FLAGS.do_lower_case)
-  tokenization.check_special_tokens(tokenizer.vocab, SPECIAL_TOKENS)
+  check_output_dir(FLAGS.input_dir, FLAGS.output_dir)
+  for path in input_files:
+    check_is_text(path)
+  try:
+    tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file,
+                                           do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, SPECIAL_TOKENS,
+                                      FLAGS.vocab_file)
+  except ValueError as error:
+    raise InputError(str(error)) from None
   del tokenizer
-  import_tensorflow()
   os.makedirs(FLAGS.output_dir, exist_ok=True)
+  import_tensorflow()
+  temporary_files.install_cleanup()
+  name_pattern = output_name_pattern(FLAGS.output_base_name)
+  temporary_files.remove_stale(FLAGS.output_dir, name_pattern)
+  try:
+    write_all_records(input_files)
+  except worker_pool.WorkerDied as error:
+    raise InputError(
+        "A %s. Nothing was written for the files not yet finished; rerun "
+        "with a smaller --num_workers if memory ran out." % error) from None
+  finally:
+    # Temporaries of workers that were killed (they cannot remove their own).
+    temporary_files.remove_stale(FLAGS.output_dir, name_pattern)
 
+
+def write_all_records(input_files):
+  """Writes one record file per input file; logs progress and totals."""
   config = {
       "max_seq_length": FLAGS.max_seq_length,
       "max_predictions_per_seq": FLAGS.max_predictions_per_seq,
@@ -573,7 +692,7 @@ def main(_):
 
   start = time.time()
   total_instances = 0
-  written_files = 0
+  written_paths = []
   for done, (file_index, input_file, num_instances, seconds) in enumerate(
       run_tasks(tasks, num_workers, FLAGS.vocab_file, FLAGS.do_lower_case,
                 config), 1):
@@ -582,20 +701,22 @@ def main(_):
                       "separated by blank lines)", input_file)
       continue
     total_instances += num_instances
-    written_files += 1
+    written_paths.append(
+        output_path(FLAGS.output_dir, FLAGS.output_base_name, file_index))
     elapsed = time.time() - start
     logging.info(
         "[%d/%d files] %s -> %s: %d instances in %.1fs; total %d instances, "
-        "%.0f instances/s", done, len(tasks), input_file,
-        output_path(FLAGS.output_dir, FLAGS.output_base_name, file_index),
+        "%.0f instances/s", done, len(tasks), input_file, written_paths[-1],
         num_instances, seconds, total_instances,
         total_instances / max(elapsed, 1e-9))
   if total_instances == 0:
-    raise ValueError("No instances were written: none of the %d files in "
+    raise InputError("No instances were written: none of the %d files in "
                      "--input_dir %s holds a usable document"
                      % (len(tasks), FLAGS.input_dir))
+  remove_stale_outputs(FLAGS.output_dir, FLAGS.output_base_name,
+                       written_paths)
   logging.info("Wrote %d instances to %d files in %s (%.1fs)",
-               total_instances, written_files, FLAGS.output_dir,
+               total_instances, len(written_paths), FLAGS.output_dir,
                time.time() - start)
 
 

@@ -4,10 +4,21 @@ The public API and every variable name follow Google's release, so that
 Google's `bert_model.ckpt` files load by name into these graphs. The
 pretraining heads (masked LM and next sentence) live here too because the
 teacher-label stage and the trainers both build them.
+
+Mixed precision (`compute_type` tf.bfloat16 or tf.float16): the variables
+stay float32 and are cast where a matmul reads them, so checkpoints and
+optimizer state are float32 under the same names. The encoder's matmuls
+(with their bias, GELU and dropout) run in the compute type; the embeddings,
+the residual stream, every LayerNorm, the attention softmax, the pooler and
+the next-sentence head stay float32, and so does every output of BertModel
+and every logit. The masked-LM head's matmuls run in float32 unless
+pretraining_model is given another mlm_head_type. With float32 no cast is
+added: the graph is the original one.
 """
 
 import collections
 import copy
+import difflib
 import json
 import math
 import re
@@ -16,6 +27,78 @@ import numpy as np
 import tensorflow as tf
 
 tf1 = tf.compat.v1
+
+
+class ConfigError(ValueError):
+  """A bert_config.json (or dict) that does not describe a BertModel."""
+
+
+# Every key of a bert_config.json. All are required in a file: a missing key would silently take a BERT-Base default.
+_INT_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
+             "num_attention_heads", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size")
+_PROBABILITY_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+CONFIG_KEYS = _INT_KEYS + _PROBABILITY_KEYS + ("hidden_act",
+                                               "initializer_range")
+# Keys of Google's Chinese and multilingual releases that BertModel never
+# used; accepted and ignored.
+IGNORED_CONFIG_KEYS = ("directionality", "pooler_fc_size",
+                       "pooler_num_attention_heads", "pooler_num_fc_layers",
+                       "pooler_size_per_head", "pooler_type")
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def config_problems(values):
+  """Lists what is wrong with a dict of bert_config values ([] if nothing).
+
+  Checks that every key is present and known, the types, and the ranges:
+  positive sizes, hidden_size divisible by num_attention_heads, dropout
+  probabilities in [0, 1), a positive initializer_range and a hidden_act
+  that get_activation knows.
+  """
+  if not isinstance(values, dict):
+    return ["it must hold a JSON object, not %s" % type(values).__name__]
+  problems = []
+  missing = [key for key in CONFIG_KEYS if key not in values]
+  if missing:
+    problems.append("missing key(s) %s" % ", ".join(missing))
+  for key in sorted(values):
+    if key in CONFIG_KEYS or key in IGNORED_CONFIG_KEYS:
+      continue
+    close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+    problems.append("unknown key %r%s" % (
+        key, " (did you mean %r?)" % close[0] if close else ""))
+
+  for key in _INT_KEYS:
+    if key not in values:
+      continue
+    value = values[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+      problems.append("%s must be an integer, got %r" % (key, value))
+    elif value < 1:
+      problems.append("%s must be at least 1, got %d" % (key, value))
+  for key in _PROBABILITY_KEYS:
+    value = values.get(key)
+    if key in values and not (_is_number(value) and 0 <= value < 1):
+      problems.append("%s must be a number in [0, 1), got %r" % (key, value))
+  value = values.get("initializer_range")
+  if "initializer_range" in values and not (_is_number(value) and value > 0):
+    problems.append("initializer_range must be a positive number, got %r" %
+                    value)
+  value = values.get("hidden_act")
+  if "hidden_act" in values and not (
+      isinstance(value, str) and value.lower() in ACTIVATIONS):
+    problems.append("hidden_act must be one of %s, got %r" % (
+        ", ".join(sorted(ACTIVATIONS)), value))
+  hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")
+  if (isinstance(hidden, int) and isinstance(heads, int) and heads > 0
+      and hidden % heads):
+    problems.append("hidden_size %d is not a multiple of num_attention_heads "
+                    "%d" % (hidden, heads))
+  return problems
 
 
 class BertConfig(object):
@@ -47,21 +130,37 @@ class BertConfig(object):
 
   @classmethod
   def from_dict(cls, json_object):
-    """Builds a BertConfig from a dict of parameters."""
+    """Builds a BertConfig from a dict of parameters.
+
+    Raises:
+      ConfigError: listing every problem (config_problems) of the dict.
+    """
+    problems = config_problems(json_object)
+    if problems:
+      raise ConfigError("; ".join(problems))
     config = BertConfig(vocab_size=None)
     for key, value in json_object.items():
-      config.__dict__[key] = value
+      if key not in IGNORED_CONFIG_KEYS:
+        config.__dict__[key] = value
     return config
 
   @classmethod
   def from_json_file(cls, json_file):
-    """Builds a BertConfig from a json file of parameters."""
+    """Builds a BertConfig from a json file of parameters.
+
+    Raises:
+      ConfigError: naming the file, when it cannot be read, is not JSON or
+        does not describe a BertModel.
+    """
     try:
       with tf.io.gfile.GFile(json_file, "r") as reader:
         text = reader.read()
-    except (tf.errors.NotFoundError, IOError) as error:
-      raise ValueError("Cannot read BERT config %s: %s" % (json_file, error))
-    return cls.from_dict(json.loads(text))
+    except (tf.errors.OpError, IOError) as error:
+      raise ConfigError("Cannot read BERT config %s: %s" % (json_file, error))
+    try:
+      return cls.from_dict(json.loads(text))
+    except ValueError as error:  # ConfigError, or not JSON.
+      raise ConfigError("BERT config %s: %s" % (json_file, error)) from None
 
   def to_dict(self):
     """Returns the parameters as a dict."""
@@ -85,7 +184,8 @@ class BertModel(object):
                input_mask=None,
                token_type_ids=None,
                use_one_hot_embeddings=False,
-               scope=None):
+               scope=None,
+               compute_type=tf.float32):
     """Builds the graph.
 
     Args:
@@ -97,17 +197,20 @@ class BertModel(object):
       use_one_hot_embeddings: look up word embeddings by one-hot matmul (the
         TPU way) instead of a gather; the result is the same.
       scope: variable scope, "bert" by default.
+      compute_type: tf.float32 (default), tf.bfloat16 or tf.float16: the
+        type of the encoder's matmuls. The variables and every output are
+        float32 whatever it is.
     """
     config = copy.deepcopy(config)
     if not is_training:
       config.hidden_dropout_prob = 0.0
       config.attention_probs_dropout_prob = 0.0
 
-    batch_size, seq_length = get_shape_list(input_ids, expected_rank=2)
+    assert_rank(input_ids, 2)
     if input_mask is None:
-      input_mask = tf.ones([batch_size, seq_length], dtype=tf.int32)
+      input_mask = tf.ones_like(input_ids, dtype=tf.int32)
     if token_type_ids is None:
-      token_type_ids = tf.zeros([batch_size, seq_length], dtype=tf.int32)
+      token_type_ids = tf.zeros_like(input_ids, dtype=tf.int32)
 
     with tf1.variable_scope(scope, default_name="bert"):
       with tf1.variable_scope("embeddings"):
@@ -140,7 +243,8 @@ class BertModel(object):
             intermediate_act_fn=get_activation(config.hidden_act),
             hidden_dropout_prob=config.hidden_dropout_prob,
             attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-            initializer_range=config.initializer_range)
+            initializer_range=config.initializer_range,
+            compute_type=compute_type)
       self.sequence_output = self.all_encoder_layers[-1]
 
       with tf1.variable_scope("pooler"):
@@ -191,18 +295,21 @@ def gelu_exact(x):
   return tf.nn.gelu(x, approximate=False)
 
 
+# Activation names a config's hidden_act may use (lower case); None = linear.
+ACTIVATIONS = {"linear": None, "relu": tf.nn.relu, "gelu": gelu,
+               "gelu_exact": gelu_exact, "tanh": tf.tanh}
+
+
 def get_activation(activation_string):
   """Maps an activation name from a config to a function (None = linear)."""
   if not isinstance(activation_string, str):
     return activation_string
-  name = activation_string.lower()
-  if not name or name == "linear":
+  if not activation_string:
     return None
-  activations = {"relu": tf.nn.relu, "gelu": gelu, "gelu_exact": gelu_exact,
-                 "tanh": tf.tanh}
-  if name not in activations:
+  name = activation_string.lower()
+  if name not in ACTIVATIONS:
     raise ValueError("Unsupported activation: %s" % activation_string)
-  return activations[name]
+  return ACTIVATIONS[name]
 
 
 def get_assignment_map_from_checkpoint(tvars, init_checkpoint):
@@ -256,6 +363,26 @@ def init_from_checkpoint_strict(init_checkpoint, tvars=None):
   return sorted(assignment_map)
 
 
+def unreadable_checkpoint_problem(checkpoint):
+  """Reads every variable of a checkpoint; says what fails, or returns None.
+
+  A truncated or damaged `.data` file fails only when a variable is read
+  ("Read less bytes than requested"); the message names the checkpoint and
+  the variable. Slow for big checkpoints: call it to explain a failure.
+  """
+  name = None
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in sorted(reader.get_variable_to_shape_map()):
+      reader.get_tensor(name)
+  except (tf.errors.OpError, IndexError, ValueError) as error:
+    message = getattr(error, "message", None) or str(error)
+    where = " at variable %s" % name if name else ""
+    return ("checkpoint %s cannot be read%s (%s): its files are truncated or "
+            "damaged" % (checkpoint, where, message))
+  return None
+
+
 def dropout(input_tensor, dropout_prob):
   """Applies dropout with drop probability `dropout_prob` (0 = identity)."""
   if dropout_prob is None or dropout_prob == 0.0:
@@ -267,6 +394,8 @@ def layer_norm(input_tensor, name=None):
   """Layer normalisation over the last axis, epsilon 1e-12.
 
   Creates `<name>/beta` and `<name>/gamma` (name defaults to "LayerNorm").
+  Computed in float32 (in 16 bits the variance of a wide row loses too
+  much); the result has the input's type.
   """
   with tf1.variable_scope(name, default_name="LayerNorm"):
     depth = input_tensor.shape[-1]
@@ -274,9 +403,11 @@ def layer_norm(input_tensor, name=None):
                             initializer=tf1.zeros_initializer())
     gamma = tf1.get_variable("gamma", [depth],
                              initializer=tf1.ones_initializer())
-    mean, variance = tf.nn.moments(input_tensor, [-1], keepdims=True)
-    return tf.nn.batch_normalization(input_tensor, mean, variance, beta,
-                                     gamma, variance_epsilon=1e-12)
+    values = tf.cast(input_tensor, tf.float32)
+    mean, variance = tf.nn.moments(values, [-1], keepdims=True)
+    output = tf.nn.batch_normalization(values, mean, variance, beta, gamma,
+                                       variance_epsilon=1e-12)
+    return tf.cast(output, input_tensor.dtype)
 
 
 def layer_norm_and_dropout(input_tensor, dropout_prob, name=None):
@@ -292,7 +423,8 @@ def create_initializer(initializer_range=0.02):
 def dense(input_tensor, units, name, activation=None, initializer_range=0.02):
   """A fully connected layer with `<name>/kernel` [in, out] and `<name>/bias`.
 
-  Works on any rank; the kernel is applied to the last axis.
+  Works on any rank; the kernel is applied to the last axis. The float32
+  variables are cast to the input's type, so the layer computes in it.
   """
   with tf1.variable_scope(name):
     kernel = tf1.get_variable(
@@ -300,6 +432,8 @@ def dense(input_tensor, units, name, activation=None, initializer_range=0.02):
         initializer=create_initializer(initializer_range))
     bias = tf1.get_variable("bias", [units],
                             initializer=tf1.zeros_initializer())
+    kernel = tf.cast(kernel, input_tensor.dtype)
+    bias = tf.cast(bias, input_tensor.dtype)
     if input_tensor.shape.ndims == 2:
       output = tf.matmul(input_tensor, kernel)
     else:
@@ -336,7 +470,9 @@ def embedding_postprocessor(input_tensor,
                             max_position_embeddings=512,
                             dropout_prob=0.1):
   """Adds token-type and position embeddings, then LayerNorm and dropout."""
-  _, seq_length, width = get_shape_list(input_tensor, expected_rank=3)
+  assert_rank(input_tensor, 3)
+  seq_length = dimension(input_tensor, 1)
+  width = dimension(input_tensor, 2)
   token_type_table = tf1.get_variable(
       "token_type_embeddings", [token_type_vocab_size, width],
       initializer=create_initializer(initializer_range))
@@ -356,7 +492,8 @@ def embedding_postprocessor(input_tensor,
 def create_attention_mask_from_input_mask(from_tensor, to_mask):
   """Returns a float mask [batch_size, from_seq_length, to_seq_length]."""
   batch_size, from_seq_length = get_shape_list(from_tensor)[:2]
-  to_seq_length = get_shape_list(to_mask, expected_rank=2)[1]
+  assert_rank(to_mask, 2)
+  to_seq_length = dimension(to_mask, 1)
   to_mask = tf.cast(tf.reshape(to_mask, [batch_size, 1, to_seq_length]),
                     tf.float32)
   # Every query position sees the same keys, so broadcasting suffices.
@@ -394,13 +531,15 @@ def attention_layer(from_tensor,
 
   query = split_heads(query, from_seq_length)
   key = split_heads(key, to_seq_length)
-  scores = tf.matmul(query, key, transpose_b=True)
+  # The scores leave the compute type for the mask and the softmax.
+  scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32)
   scores *= 1.0 / math.sqrt(float(size_per_head))
   if attention_mask is not None:
     # Masked keys get -10000 before the softmax, so they get ~0 weight.
     adder = (1.0 - tf.expand_dims(attention_mask, axis=1)) * -10000.0
     scores += adder
-  probs = dropout(tf.nn.softmax(scores), attention_probs_dropout_prob)
+  probs = tf.cast(tf.nn.softmax(scores), from_tensor.dtype)
+  probs = dropout(probs, attention_probs_dropout_prob)
 
   context = tf.matmul(probs, split_heads(value, to_seq_length))
   context = tf.transpose(context, [0, 2, 1, 3])
@@ -417,11 +556,14 @@ def transformer_model(input_tensor,
                       hidden_dropout_prob=0.1,
                       attention_probs_dropout_prob=0.1,
                       initializer_range=0.02,
-                      do_return_all_layers=True):
+                      do_return_all_layers=True,
+                      compute_type=tf.float32):
   """The Transformer encoder of "Attention is All You Need".
 
   Returns the list of every layer's output [batch, seq, hidden] (or only
-  the last one when do_return_all_layers is False).
+  the last one when do_return_all_layers is False). The matmuls run in
+  compute_type; the residual stream and the LayerNorms (hence the outputs)
+  in float32, so that a 16-bit type rounds only what a matmul reads.
   """
   if hidden_size % num_attention_heads != 0:
     raise ValueError("hidden_size (%d) is not a multiple of "
@@ -434,15 +576,17 @@ def transformer_model(input_tensor,
     raise ValueError("Input width (%d) != hidden size (%d)" %
                      (input_width, hidden_size))
 
-  layer_input = tf.reshape(input_tensor, [-1, hidden_size])
+  layer_input = tf.cast(tf.reshape(input_tensor, [-1, hidden_size]),
+                        tf.float32)
   all_layer_outputs = []
   for layer_idx in range(num_hidden_layers):
     with tf1.variable_scope("layer_%d" % layer_idx):
       with tf1.variable_scope("attention"):
         with tf1.variable_scope("self"):
+          compute_input = tf.cast(layer_input, compute_type)
           attention_output = attention_layer(
-              from_tensor=layer_input,
-              to_tensor=layer_input,
+              from_tensor=compute_input,
+              to_tensor=compute_input,
               attention_mask=attention_mask,
               num_attention_heads=num_attention_heads,
               size_per_head=size_per_head,
@@ -455,17 +599,20 @@ def transformer_model(input_tensor,
           attention_output = dense(attention_output, hidden_size, "dense",
                                    initializer_range=initializer_range)
           attention_output = dropout(attention_output, hidden_dropout_prob)
-          attention_output = layer_norm(attention_output + layer_input)
+          attention_output = layer_norm(
+              tf.cast(attention_output, tf.float32) + layer_input)
 
       with tf1.variable_scope("intermediate"):
-        intermediate_output = dense(attention_output, intermediate_size,
-                                    "dense", activation=intermediate_act_fn,
+        intermediate_output = dense(tf.cast(attention_output, compute_type),
+                                    intermediate_size, "dense",
+                                    activation=intermediate_act_fn,
                                     initializer_range=initializer_range)
       with tf1.variable_scope("output"):
         layer_output = dense(intermediate_output, hidden_size, "dense",
                              initializer_range=initializer_range)
         layer_output = dropout(layer_output, hidden_dropout_prob)
-        layer_output = layer_norm(layer_output + attention_output)
+        layer_output = layer_norm(
+            tf.cast(layer_output, tf.float32) + attention_output)
       layer_input = layer_output
       all_layer_outputs.append(
           tf.reshape(layer_output, [batch_size, seq_length, hidden_size]))
@@ -476,13 +623,25 @@ def transformer_model(input_tensor,
 
 
 def get_shape_list(tensor, expected_rank=None, name=None):
-  """Returns the shape as a list: ints where static, scalar Tensors if not."""
+  """Returns the shape as a list: ints where static, scalar Tensors if not.
+
+  A Shape op is added only when a dimension is unknown, so a fully static
+  graph has none left unused.
+  """
   if expected_rank is not None:
     assert_rank(tensor, expected_rank, name)
   shape = tensor.shape.as_list()
+  if None not in shape:
+    return shape
   dynamic = tf.shape(tensor)
   return [dim if dim is not None else dynamic[index]
           for index, dim in enumerate(shape)]
+
+
+def dimension(tensor, index):
+  """One dimension of the shape: an int if static, else a scalar Tensor."""
+  static = tensor.shape.as_list()[index]
+  return static if static is not None else tf.shape(tensor)[index]
 
 
 def assert_rank(tensor, expected_rank, name=None):
@@ -509,13 +668,14 @@ def gather_indexes(sequence_tensor, positions):
 
 
 def masked_lm_logits(bert_config, sequence_output, embedding_table,
-                     positions):
+                     positions, compute_type=tf.float32):
   """The masked-LM head, computed only at `positions`.
 
   Creates Google's `cls/predictions/...` variables; the output layer reuses
-  the word embedding table. Returns logits [batch * n, vocab_size].
+  the word embedding table. Returns float32 logits [batch * n, vocab_size];
+  compute_type is the type of its matmuls.
   """
-  hidden = gather_indexes(sequence_output, positions)
+  hidden = tf.cast(gather_indexes(sequence_output, positions), compute_type)
   with tf1.variable_scope("cls/predictions"):
     with tf1.variable_scope("transform"):
       hidden = dense(hidden, bert_config.hidden_size, "dense",
@@ -524,8 +684,9 @@ def masked_lm_logits(bert_config, sequence_output, embedding_table,
       hidden = layer_norm(hidden)
     output_bias = tf1.get_variable("output_bias", [bert_config.vocab_size],
                                    initializer=tf1.zeros_initializer())
-    logits = tf.matmul(hidden, embedding_table, transpose_b=True)
-    return tf.nn.bias_add(logits, output_bias)
+    logits = tf.matmul(hidden, tf.cast(embedding_table, compute_type),
+                       transpose_b=True)
+    return tf.nn.bias_add(tf.cast(logits, tf.float32), output_bias)
 
 
 def next_sentence_logits(bert_config, pooled_output):
@@ -545,20 +706,26 @@ def next_sentence_logits(bert_config, pooled_output):
 
 def pretraining_model(bert_config, is_training, input_ids, masked_lm_positions,
                       input_mask=None, token_type_ids=None,
-                      with_next_sentence=True):
+                      with_next_sentence=True, compute_type=tf.float32,
+                      mlm_head_type=tf.float32):
   """Builds BertModel with both pretraining heads, as in Google's checkpoints.
 
   Returns (model, masked-LM logits [batch * n, vocab_size] at
-  `masked_lm_positions`, next-sentence logits [batch, 2]). With
+  `masked_lm_positions`, next-sentence logits [batch, 2]), all float32. With
   with_next_sentence=False (a teacher converted from BertForMaskedLM) the
-  next-sentence head is not built and its logits are None.
+  next-sentence head is not built and its logits are None. compute_type is
+  the encoder's (see BertModel); mlm_head_type that of the masked-LM head's
+  matmuls. The teacher keeps its head in float32, which keeps bf16 labels
+  within 0.02 of fp32 ones (tests/test_precision.py); the trainers run it in
+  the compute type, as it is a quarter of a small student's FLOPs (the
+  vocabulary projection).
   """
   model = BertModel(config=bert_config, is_training=is_training,
                     input_ids=input_ids, input_mask=input_mask,
-                    token_type_ids=token_type_ids)
+                    token_type_ids=token_type_ids, compute_type=compute_type)
   mlm_logits = masked_lm_logits(bert_config, model.get_sequence_output(),
                                 model.get_embedding_table(),
-                                masked_lm_positions)
+                                masked_lm_positions, mlm_head_type)
   nsp_logits = None
   if with_next_sentence:
     nsp_logits = next_sentence_logits(bert_config, model.get_pooled_output())

@@ -134,7 +134,8 @@ shift
 hosts_file=${HOSTS:-$SCRIPT_DIR/hosts}
 [[ -r "$hosts_file" ]] ||
   die "hosts file '$hosts_file' not found; create it or set HOSTS"
-slots=$(total_slots "$hosts_file")
+# A malformed line is named (file:line) by total_slots; stop there.
+slots=$(total_slots "$hosts_file") || exit 1
 if ((total_gpus > slots)); then
   die "TOTAL_GPUS=$total_gpus is more than the $slots slot(s) in $hosts_file;" \
     "lower TOTAL_GPUS or add hosts/slots there"

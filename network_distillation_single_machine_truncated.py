@@ -26,6 +26,7 @@ in student_init.py, the input pipeline and record checks in
 training_input.py, and the hooks in training_hooks.py.
 """
 
+import contextlib
 import json
 import os
 
@@ -36,8 +37,10 @@ import command_line
 import distillation
 import modeling
 import optimization
+import precision
 import record_format
 import student_init
+import temporary_files
 import training_hooks
 import training_input
 
@@ -151,10 +154,14 @@ flags.DEFINE_string(
 
 flags.DEFINE_integer(
     "step_timeout_secs", 0,
-    "Abort the process (exit status 3) when no training step finishes for "
-    "this many seconds, e.g. when a Horovod peer hangs. 0 = off. Under "
-    "Horovod with --eval_every_steps, make it longer than an evaluation: "
-    "the other ranks wait for rank 0 to evaluate.")
+    "Abort the process (exit status 3) when no training or evaluation step "
+    "finishes for this many seconds, e.g. when a Horovod peer hangs. 0 = off "
+    "(the default here; the distributed trainer's default is %d). The first "
+    "step of a session may take %d times as long (graph optimisation, "
+    "waiting for every rank); while rank 0 evaluates, the other ranks wait up "
+    "to (--max_eval_steps + 1) times as long." % (
+        training_hooks.DISTRIBUTED_STEP_TIMEOUT_SECS,
+        training_hooks.StepTimeoutHook.FIRST_STEP_FACTOR))
 
 flags.DEFINE_integer(
     "eval_every_steps", 0,
@@ -167,6 +174,9 @@ flags.DEFINE_integer(
     "Graph-level seed of the student's initialisation, dropout and input "
     "shuffling (for repeatable runs, e.g. seeds in bench/bench_quality.py). "
     "Unset: a different run every time, as in the original.")
+
+flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
+                  precision.FLAG_HELP)
 
 FLAGS = flags.FLAGS
 
@@ -182,17 +192,20 @@ class Distribution(object):
     model_dir: where this process keeps checkpoints (None = --output_dir).
     use_horovod: average gradients over the processes.
     scale_learning_rate: with Horovod, multiply the learning rate by size.
+    fp16_allreduce: with Horovod, all-reduce the gradients in float16.
     train_hooks: extra SessionRunHooks for training.
     session_config: a tf ConfigProto or None.
   """
 
   def __init__(self, size=1, rank=0, model_dir=None, use_horovod=False,
-               scale_learning_rate=True, train_hooks=(), session_config=None):
+               scale_learning_rate=True, fp16_allreduce=False, train_hooks=(),
+               session_config=None):
     self.size = size
     self.rank = rank
     self.model_dir = model_dir
     self.use_horovod = use_horovod
     self.scale_learning_rate = scale_learning_rate
+    self.fp16_allreduce = fp16_allreduce
     self.train_hooks = list(train_hooks)
     self.session_config = session_config
 
@@ -213,17 +226,25 @@ class Distribution(object):
 def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
                      skip_mismatched, learning_rate, num_train_steps,
                      num_warmup_steps, max_predictions_per_seq, distribution,
-                     stats):
-  """Returns the Estimator model_fn; it records the parameter count in stats."""
+                     stats, precision_name="fp32"):
+  """Returns the Estimator model_fn; it records the parameter count in stats.
 
-  def model_fn(features, labels, mode, params):
+  precision_name is a --precision value; fp16 training gets dynamic loss
+  scaling.
+  """
+
+  def model_fn(features, labels, mode, params, config):
     """Builds the student and its loss, train op or metrics."""
     del labels, params  # The labels travel in `features`.
     is_training = mode == tf.estimator.ModeKeys.TRAIN
+    compute_type = precision.compute_type(precision_name)
+    # Evaluation keeps the masked-LM head in float32, as the teacher does
+    # when it labels, so that the metrics compare like with like.
     _, masked_lm_logits, next_sentence_logits = modeling.pretraining_model(
         bert_config, is_training, features["input_ids"],
         features["masked_lm_positions"], input_mask=features["input_mask"],
-        token_type_ids=features["segment_ids"])
+        token_type_ids=features["segment_ids"], compute_type=compute_type,
+        mlm_head_type=compute_type if is_training else tf.float32)
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
@@ -242,19 +263,30 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     if is_training:
       for name, value in losses.items():
         tf1.summary.scalar(name, value)
+      tf1.add_to_collection(training_hooks.LOSS_COLLECTION, losses["total"])
+      loss_scale = (optimization.DynamicLossScale()
+                    if precision_name == "fp16" else None)
       train_op = optimization.create_optimizer(
           losses["total"], learning_rate, num_train_steps, num_warmup_steps,
           False, use_horovod=distribution.use_horovod,
-          scale_learning_rate=distribution.scale_learning_rate)
-      return tf.estimator.EstimatorSpec(mode, loss=losses["total"],
+          scale_learning_rate=distribution.scale_learning_rate,
+          loss_scale=loss_scale, fp16_allreduce=distribution.fp16_allreduce)
+      spec = tf.estimator.EstimatorSpec(mode, loss=losses["total"],
                                         train_op=train_op)
-    if mode == tf.estimator.ModeKeys.EVAL:
-      return tf.estimator.EstimatorSpec(
+    elif mode == tf.estimator.ModeKeys.EVAL:
+      spec = tf.estimator.EstimatorSpec(
           mode, loss=losses["total"],
           eval_metric_ops=distillation.eval_metric_ops(
               features, masked_lm_logits, next_sentence_logits, losses,
               max_predictions_per_seq))
-    raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
+    else:
+      raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
+    # Before the estimator restores (and trains) a checkpoint of another
+    # model; all variables, so the optimizer's and the fp16 loss scale's too.
+    # Other ranks restore nothing: rank 0's weights are broadcast.
+    if distribution.is_chief:
+      check_output_dir_checkpoint(tf1.global_variables(), config.model_dir)
+    return spec
 
   return model_fn
 
@@ -264,11 +296,14 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
 
 def write_atomically(path, text):
-  """Writes text to path through a temporary file and a rename."""
-  temporary = path + ".tmp"
-  with tf.io.gfile.GFile(temporary, "w") as writer:
-    writer.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  """Writes text to path through a temporary file and a rename.
+
+  tf.io.gfile, so that output_dir may be remote (gs://, hdfs://).
+  """
+  temporary_files.write_atomically(
+      path, lambda writer: writer.write(text), opener=tf.io.gfile.GFile,
+      replace=lambda source, target: tf.io.gfile.rename(source, target,
+                                                          overwrite=True))
 
 
 def write_eval_results(output_dir, results):
@@ -299,6 +334,7 @@ def write_train_stats(output_dir, params, throughput, processes):
   """Writes output_dir/train_stats.json (read by the demo's report)."""
   train_stats = {
       "params": params,
+      "precision": FLAGS.precision,
       "train_seq_per_s": throughput.sequences_per_second(),
       "steps": throughput.steps,
       "seconds": throughput.seconds,
@@ -314,7 +350,89 @@ def checkpoint_step(model_dir):
   latest = tf.train.latest_checkpoint(model_dir)
   if not latest:
     return 0
-  return int(tf.train.load_checkpoint(latest).get_tensor("global_step"))
+  try:
+    return int(tf.train.load_checkpoint(latest).get_tensor("global_step"))
+  except (tf.errors.OpError, IndexError, ValueError) as error:
+    problem = (modeling.unreadable_checkpoint_problem(latest) or
+               "checkpoint %s cannot be read (%s)" % (latest, error))
+    raise InputError(output_dir_checkpoint_message(problem, latest)) from None
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and damaged files.
+
+
+def check_output_dir_checkpoint(variables, model_dir):
+  """Raises InputError when model_dir's latest checkpoint is another model."""
+  latest = tf.train.latest_checkpoint(model_dir)
+  if not latest:
+    return
+  differences = student_init.checkpoint_differences(variables, latest)
+  if differences:
+    shown = differences[:10]
+    if len(differences) > 10:
+      shown.append("... and %d more" % (len(differences) - 10))
+    raise InputError(
+        "--output_dir %s holds checkpoint %s of another model than "
+        "--bert_config_file describes:\n  %s\nUse a new --output_dir, or the "
+        "bert_config that checkpoint was trained with." % (
+            model_dir, os.path.basename(latest), "\n  ".join(shown)))
+
+
+def output_dir_checkpoint_message(problem, checkpoint):
+  """The message for an unreadable checkpoint in --output_dir."""
+  return ("--output_dir: %s. Delete %s.* and the 'checkpoint' file of "
+          "--output_dir to start again, or edit that file to name an "
+          "earlier checkpoint to resume from." % (problem, checkpoint))
+
+
+def unreadable_checkpoint_message(model_dir):
+  """Names --init_checkpoint or model_dir's latest checkpoint if unreadable."""
+  if FLAGS.init_checkpoint:
+    problem = modeling.unreadable_checkpoint_problem(FLAGS.init_checkpoint)
+    if problem:
+      return "--init_checkpoint: %s. Copy it again." % problem
+  latest = tf.train.latest_checkpoint(model_dir)
+  problem = latest and modeling.unreadable_checkpoint_problem(latest)
+  if problem:
+    return output_dir_checkpoint_message(problem, latest)
+  return None
+
+
+@contextlib.contextmanager
+def naming_damaged_files(input_files, input_flag, model_dir):
+  """Turns TensorFlow's error for a damaged file into one naming the file.
+
+  A DataLossError ("corrupted record at N") or OutOfRangeError ("Read less
+  bytes than requested") names neither the file nor the flag. Reading the
+  checkpoints and the record files again finds which one is damaged; the
+  InputError names it, its flag and what to do. Other errors pass.
+  """
+  try:
+    yield
+  except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+    message = unreadable_checkpoint_message(model_dir)
+    if message:
+      raise InputError(message) from None
+    damage = record_format.find_damaged_record(input_files)
+    if damage:
+      raise InputError("%s: %s" % (input_flag, damage)) from None
+    raise
+
+
+def non_finite_message(error, model_dir):
+  """The message for a NonFiniteTrainingError: what, when, how to go on."""
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest:
+    resume = ("The latest checkpoint, %s, is from before that step; rerunning "
+              "resumes from it, so first lower --learning_rate (or raise "
+              "--num_warmup_steps), or the run may diverge again." % latest)
+  else:
+    resume = ("No checkpoint was written before it; a rerun starts from the "
+              "beginning, so first lower --learning_rate (or raise "
+              "--num_warmup_steps).")
+  return ("Training diverged: %s. No checkpoint was written from that step. "
+          "%s" % (error, resume))
 
 
 # ---------------------------------------------------------------------------
@@ -335,6 +453,25 @@ def check_flags():
     raise InputError("--truncation_factor must be >= 0")
   if FLAGS.step_timeout_secs < 0 or FLAGS.eval_every_steps < 0:
     raise InputError("--step_timeout_secs and --eval_every_steps must be >= 0")
+  for name in ("train_batch_size", "eval_batch_size", "max_seq_length",
+               "max_predictions_per_seq", "save_checkpoints_steps",
+               "iterations_per_loop", "max_eval_steps"):
+    if FLAGS[name].value < 1:
+      raise InputError("--%s must be at least 1, got %d" % (
+          name, FLAGS[name].value))
+  if FLAGS.num_warmup_steps < 0 or FLAGS.learning_rate <= 0:
+    raise InputError("--num_warmup_steps must be >= 0 and --learning_rate "
+                     "positive")
+  if FLAGS.init_checkpoint and not tf.train.latest_checkpoint(
+      FLAGS.init_checkpoint) and not tf.io.gfile.exists(
+          FLAGS.init_checkpoint + ".index"):
+    raise InputError("--init_checkpoint %s is not a checkpoint (no %s.index, "
+                     "nor a folder holding one)" % (FLAGS.init_checkpoint,
+                                                     FLAGS.init_checkpoint))
+  if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(
+      FLAGS.output_dir):
+    raise InputError("--output_dir %s is a file, not a folder" %
+                     FLAGS.output_dir)
 
 
 def loss_options_from_flags():
@@ -355,8 +492,10 @@ def checked_input(patterns, flag_name, bert_config, options,
   label_kind = training_input.check_input_files(
       files, flag_name, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
       FLAGS.truncation_factor, bert_config.vocab_size,
-      options.needs_teacher_labels, options.kd_target, options.temperature,
-      accept_full, needs_next_sentence_probs=options.nsp_loss == "soft")
+      options.needs_teacher_labels,
+      needs_next_sentence_probs=options.nsp_loss == "soft",
+      kd_target=options.kd_target, temperature=options.temperature,
+      accept_full=accept_full)
   if label_kind is None:
     return files, None
   return files, record_format.teacher_label_spec(
@@ -380,13 +519,56 @@ def build_estimator(model_fn, distribution):
   return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 
 
+def step_timeout_message(distribution, what):
+  """The watchdog's message when no `what` step finishes in time."""
+  if distribution.size > 1:
+    cause = "a rank (every step waits for all of them) or the input is stuck"
+  else:
+    cause = "the input is stuck, or one step takes longer than that"
+  return ("No %s step finished in %%.0f s (--step_timeout_secs %d; the "
+          "first step of a session gets %d times that): %s. Aborting; rerun "
+          "the same command to resume from the last checkpoint." % (
+              what, FLAGS.step_timeout_secs,
+              training_hooks.StepTimeoutHook.FIRST_STEP_FACTOR, cause))
+
+
+def evaluation_round(evaluate, distribution, watchdog):
+  """Rank 0 evaluates (evaluate() is None elsewhere); then the ranks meet.
+
+  The other ranks wait for rank 0 at the meeting point, outside any training
+  session, with the watchdog allowing each evaluation step as long as a
+  training step; so a healthy evaluation never trips --step_timeout_secs.
+  """
+  if evaluate:
+    evaluate()
+    limit = FLAGS.step_timeout_secs
+    message = ("After evaluating, rank 0 waited %%.0f s (--step_timeout_secs "
+               "%d) for the other ranks: one is stuck. Aborting; rerun the "
+               "same command to resume from the last checkpoint." % limit)
+  else:
+    limit = (FLAGS.max_eval_steps + 1) * FLAGS.step_timeout_secs
+    message = ("Rank 0 did not finish its evaluation in %%.0f s ((--max_eval_"
+               "steps + 1) x --step_timeout_secs = %d s): it is stuck. "
+               "Aborting; rerun the same command to resume from the last "
+               "checkpoint." % limit)
+  if watchdog:
+    watchdog.watch(limit, message)
+  distribution.agree(None)
+  if watchdog:
+    watchdog.pause()
+
+
 def train(estimator, input_fn, num_train_steps, hooks, distribution,
-          evaluate_every=0, evaluate=None):
+          watchdog=None, evaluate_every=0, evaluate=None):
   """Trains to num_train_steps, resuming from rank 0's last checkpoint.
 
   With evaluate_every > 0, trains in chunks ending at multiples of it and
-  calls evaluate() after each (rank 0 passes it; the others pass None).
-  Returns True when the last step was evaluated.
+  calls evaluate() after each (rank 0 passes it; the others pass None and
+  wait for it). Returns True when the last step was evaluated.
+
+  Raises:
+    InputError: when the loss or the weights become NaN or infinite; no
+      checkpoint is written from that step on.
   """
   # Every rank must agree, or rank 0 would skip training that the others
   # start (and wait for it forever).
@@ -395,16 +577,26 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
   if step >= num_train_steps:
     tf1.logging.info("Already trained to step %d; nothing to train.", step)
     return False
+  hooks = [training_hooks.NonFiniteLossHook()] + list(hooks)
+  # Only rank 0 saves checkpoints.
+  listeners = ([training_hooks.FiniteCheckpointListener()]
+               if distribution.is_chief else None)
   while step < num_train_steps:
     target = num_train_steps
     if evaluate_every:
       target = min(num_train_steps, (step // evaluate_every + 1) *
                    evaluate_every)
     tf1.logging.info("***** Training to step %d *****", target)
-    estimator.train(input_fn=input_fn, max_steps=target, hooks=hooks)
+    try:
+      estimator.train(
+          input_fn=input_fn, max_steps=target, hooks=hooks,
+          saving_listeners=listeners)
+    except training_hooks.NonFiniteTrainingError as error:
+      raise InputError(non_finite_message(
+          error, distribution.model_dir or FLAGS.output_dir)) from None
     step = target
-    if evaluate_every and evaluate:
-      evaluate()
+    if evaluate_every:
+      evaluation_round(evaluate, distribution, watchdog)
   return bool(evaluate_every and evaluate)
 
 
@@ -412,7 +604,11 @@ def run(distribution):
   """Trains and/or evaluates as the flags say; this process's part of it."""
   tf1.logging.set_verbosity(tf1.logging.INFO)
   check_flags()
-  bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+  precision.check_hardware(FLAGS.precision)
+  try:
+    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+  except modeling.ConfigError as error:
+    raise InputError("--bert_config_file: %s" % error) from None
   if FLAGS.max_seq_length > bert_config.max_position_embeddings:
     raise InputError(
         "--max_seq_length %d exceeds max_position_embeddings %d of "
@@ -426,6 +622,7 @@ def run(distribution):
   train_files, train_label_spec = checked_input(
       FLAGS.input_file, "--input_file", bert_config, options)
   run_eval = FLAGS.do_eval and distribution.is_chief
+  eval_flag = "--eval_input_file" if FLAGS.eval_input_file else "--input_file"
   if run_eval and FLAGS.eval_input_file:
     eval_files, eval_label_spec = checked_input(
         FLAGS.eval_input_file, "--eval_input_file", bert_config, options,
@@ -443,23 +640,41 @@ def run(distribution):
     raise InputError("--num_train_steps %d is less than one step per process "
                      "(%d processes)" % (FLAGS.num_train_steps,
                                          distribution.size))
+  if (FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint
+      and distribution.is_chief
+      and not tf.train.latest_checkpoint(FLAGS.output_dir)):
+    raise InputError(
+        "--do_eval without --do_train evaluates the latest checkpoint in "
+        "--output_dir, but %s holds none. Train first, point --output_dir at "
+        "a trained model, or pass --init_checkpoint to evaluate that." %
+        FLAGS.output_dir)
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
+    temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
   stats = {}
   model_fn = model_fn_builder(
       bert_config, options, FLAGS.init_checkpoint, layer_map,
       FLAGS.init_skip_mismatched, FLAGS.learning_rate, num_train_steps,
-      num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats)
+      num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats,
+      FLAGS.precision)
   estimator = build_estimator(model_fn, distribution)
+
+  watchdog = training_hooks.Watchdog() if FLAGS.step_timeout_secs else None
 
   def evaluate():
     """Evaluates the latest checkpoint; writes eval_results.txt."""
-    results = estimator.evaluate(
-        input_fn=training_input.input_fn_builder(
-            eval_files, FLAGS.eval_batch_size, FLAGS.max_seq_length,
-            FLAGS.max_predictions_per_seq, eval_label_spec,
-            is_training=False),
-        steps=FLAGS.max_eval_steps)
+    hooks = []
+    if watchdog:
+      hooks.append(training_hooks.StepTimeoutHook(
+          watchdog, FLAGS.step_timeout_secs,
+          step_timeout_message(distribution, "evaluation")))
+    with naming_damaged_files(eval_files, eval_flag, FLAGS.output_dir):
+      results = estimator.evaluate(
+          input_fn=training_input.input_fn_builder(
+              eval_files, FLAGS.eval_batch_size, FLAGS.max_seq_length,
+              FLAGS.max_predictions_per_seq, eval_label_spec,
+              is_training=False),
+          steps=FLAGS.max_eval_steps, hooks=hooks)
     write_eval_results(FLAGS.output_dir, results)
     if FLAGS.do_train and FLAGS.eval_every_steps:
       append_eval_history(FLAGS.output_dir, results)
@@ -469,19 +684,24 @@ def run(distribution):
     throughput = training_hooks.ThroughputHook(FLAGS.train_batch_size * distribution.size,
                                 FLAGS.iterations_per_loop)
     hooks = [throughput, training_hooks.VariablesChecksumHook(distribution.rank)]
-    if FLAGS.step_timeout_secs:
+    if watchdog:
       # First, so that it also watches the other hooks' session setup.
-      hooks.insert(0, training_hooks.StepTimeoutHook(FLAGS.step_timeout_secs))
-    evaluated = train(
-        estimator,
-        training_input.input_fn_builder(
-            train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
-            FLAGS.max_predictions_per_seq, train_label_spec,
-            is_training=True, num_shards=distribution.size,
-            shard_index=distribution.rank),
-        num_train_steps, hooks + distribution.train_hooks, distribution,
-        evaluate_every=FLAGS.eval_every_steps if FLAGS.do_eval else 0,
-        evaluate=evaluate if run_eval else None)
+      hooks.insert(0, training_hooks.StepTimeoutHook(
+          watchdog, FLAGS.step_timeout_secs,
+          step_timeout_message(distribution, "training")))
+    with naming_damaged_files(train_files, "--input_file",
+                              distribution.model_dir or FLAGS.output_dir):
+      evaluated = train(
+          estimator,
+          training_input.input_fn_builder(
+              train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
+              FLAGS.max_predictions_per_seq, train_label_spec,
+              is_training=True, num_shards=distribution.size,
+              shard_index=distribution.rank),
+          num_train_steps, hooks + distribution.train_hooks, distribution,
+          watchdog=watchdog,
+          evaluate_every=FLAGS.eval_every_steps if FLAGS.do_eval else 0,
+          evaluate=evaluate if run_eval else None)
     if distribution.is_chief and throughput.steps:
       write_train_stats(FLAGS.output_dir, stats["params"], throughput,
                         distribution.size)

@@ -4,7 +4,8 @@
 create_optimizer() builds the train op used by the trainers. On one machine
 it needs nothing but TensorFlow; with use_horovod=True it imports Horovod,
 averages the gradients over all ranks and scales the learning rate by the
-number of ranks.
+number of ranks. With a DynamicLossScale (for float16 training) it scales the
+loss, and skips the update of any step whose gradients overflow.
 """
 
 from __future__ import absolute_import
@@ -12,6 +13,7 @@ from __future__ import division
 from __future__ import print_function
 
 import re
+import sys
 
 import tensorflow as tf
 
@@ -57,13 +59,21 @@ def learning_rate_schedule(init_lr, global_step, num_train_steps,
 
 
 def create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu,
-                     use_horovod=False, scale_learning_rate=True):
+                     use_horovod=False, scale_learning_rate=True,
+                     loss_scale=None, fp16_allreduce=False):
   """Returns the op that does one training step on `loss`.
 
   The step computes the gradients of all trainable variables (averaged over
   the Horovod ranks when `use_horovod`), clips them to a global norm of 1.0,
   applies AdamWeightDecayOptimizer with weight decay 0.01 (not on LayerNorm
   or bias variables) and then adds 1 to the global step.
+
+  With `loss_scale` the gradients are computed on loss * scale and divided
+  by the scale before clipping. When any of them is not finite the step
+  changes no variable or moment (the global step still counts it, so a run
+  always ends), and the scale is adjusted (see DynamicLossScale). Under
+  Horovod every rank sees the same averaged gradients, so all ranks skip
+  the same steps.
 
   Args:
     loss: scalar float tensor.
@@ -75,6 +85,10 @@ def create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu,
       have called hvd.init() and broadcast the initial variables.
     scale_learning_rate: bool, with Horovod multiply `init_lr` by hvd.size()
       (the usual recipe). Pass False to keep `init_lr` as given.
+    loss_scale: a DynamicLossScale, or None for no loss scaling.
+    fp16_allreduce: with Horovod, send the gradients as float16 in the
+      all-reduce (hvd.Compression.fp16): half the traffic, less precision.
+      By default they are all-reduced in float32.
   """
   global_step = tf.compat.v1.train.get_or_create_global_step()
   hvd = None
@@ -94,21 +108,35 @@ def create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu,
       exclude_from_weight_decay=EXCLUDE_FROM_WEIGHT_DECAY)
   if use_tpu:
     optimizer = tf.compat.v1.tpu.CrossShardOptimizer(optimizer)
+  adamw = optimizer
   if hvd is not None:
     # Its compute_gradients() averages the gradients over the ranks.
-    optimizer = hvd.DistributedOptimizer(optimizer)
+    optimizer = hvd.DistributedOptimizer(
+        optimizer, compression=(hvd.Compression.fp16 if fp16_allreduce
+                                else hvd.Compression.none))
 
   tvars = tf.compat.v1.trainable_variables()
-  grads_and_vars = optimizer.compute_gradients(loss, tvars)
+  scaled_loss = loss if loss_scale is None else loss_scale.scale_loss(loss)
+  grads_and_vars = optimizer.compute_gradients(scaled_loss, tvars)
   # Embedding gradients arrive as IndexedSlices, whose norm TensorFlow takes
   # over the slices, counting a repeated token's rows separately. Made dense,
   # they are clipped by the true global norm; AdamW needs them dense anyway.
   grads = [tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices)
            else grad for grad, _ in grads_and_vars]
-  # Clipping the averaged gradients keeps every rank's update identical.
-  grads, _ = tf.clip_by_global_norm(grads, clip_norm=1.0)
-  update_op = optimizer.apply_gradients(
-      zip(grads, tvars), global_step=global_step)
+  if loss_scale is None:
+    # Clipping the averaged gradients keeps every rank's update identical.
+    grads, _ = tf.clip_by_global_norm(grads, clip_norm=1.0)
+    update_op = optimizer.apply_gradients(
+        zip(grads, tvars), global_step=global_step)
+  else:
+    grads = loss_scale.unscale(grads)
+    finite = all_finite(grads)
+    grads, _ = tf.clip_by_global_norm(grads, clip_norm=1.0)
+    # Horovod's apply_gradients only delegates (the all-reduce happened in
+    # compute_gradients), so the AdamW instance can be called directly.
+    update_op = tf.group(
+        adamw.apply_gradients(zip(grads, tvars), skip=tf.logical_not(finite)),
+        loss_scale.update(finite))
 
   # The optimizer leaves the global step alone (as Google's does); count the
   # step once the update is done, so the learning rate of this step is read
@@ -116,6 +144,74 @@ def create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu,
   with tf.control_dependencies([update_op]):
     increment_op = global_step.assign_add(1)
   return tf.group(update_op, increment_op, name="train_op")
+
+
+def all_finite(tensors):
+  """A scalar bool tensor: no element of `tensors` (None ignored) is inf/NaN."""
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(tensor))
+                        for tensor in tensors if tensor is not None])
+
+
+class DynamicLossScale(object):
+  """Dynamic loss scaling for float16 training, as NVIDIA's BERT does it.
+
+  Small gradients flush to zero in float16, so the loss is multiplied by a
+  large scale before backpropagation and the gradients divided by it after.
+  If the scale is too large, a gradient overflows: that step's update is
+  skipped and the scale halved (down to 1). After `growth_steps` finite steps
+  in a row it is doubled. Each skipped step is logged (a WARNING line), and
+  TensorBoard gets the summaries `loss_scale` and `skipped_steps`.
+
+  Its state is three non-trainable variables, saved in the checkpoints:
+  `loss_scale/scale` (float32), `loss_scale/good_steps` and
+  `loss_scale/skipped_steps` (int64).
+  """
+
+  def __init__(self, initial_scale=2.0 ** 15, growth_steps=2000):
+    """Creates the variables (call inside the graph being trained)."""
+    self.growth_steps = growth_steps
+    with tf.compat.v1.variable_scope("loss_scale"):
+      self.scale = tf.compat.v1.get_variable(
+          "scale", [], tf.float32, trainable=False,
+          initializer=tf.compat.v1.constant_initializer(initial_scale))
+      self.good_steps = tf.compat.v1.get_variable(
+          "good_steps", [], tf.int64, trainable=False,
+          initializer=tf.compat.v1.zeros_initializer())
+      self.skipped_steps = tf.compat.v1.get_variable(
+          "skipped_steps", [], tf.int64, trainable=False,
+          initializer=tf.compat.v1.zeros_initializer())
+    tf.compat.v1.summary.scalar("loss_scale", self.scale)
+    tf.compat.v1.summary.scalar("skipped_steps", self.skipped_steps)
+
+  def scale_loss(self, loss):
+    """The loss to differentiate: float32 loss times the scale."""
+    return tf.cast(loss, tf.float32) * self.scale
+
+  def unscale(self, grads):
+    """The true gradients: each one divided by the scale (None stays)."""
+    inverse = 1.0 / self.scale
+    return [None if grad is None else grad * tf.cast(inverse, grad.dtype)
+            for grad in grads]
+
+  def update(self, finite):
+    """The op that adjusts the scale after a step (finite: scalar bool)."""
+    good_steps = tf.where(finite, self.good_steps + 1,
+                          tf.zeros_like(self.good_steps))
+    grow = good_steps >= self.growth_steps
+    scale = tf.where(finite,
+                     tf.where(grow, self.scale * 2.0, self.scale),
+                     tf.maximum(self.scale / 2.0, 1.0))
+    good_steps = tf.where(grow, tf.zeros_like(good_steps), good_steps)
+    skipped = self.skipped_steps + tf.cast(tf.logical_not(finite), tf.int64)
+    # To stderr, which TF_CPP_MIN_LOG_LEVEL does not silence.
+    log = tf.cond(finite, tf.no_op, lambda: tf.print(
+        "WARNING: skipped a training step: the gradients overflowed "
+        "(inf/NaN) at loss scale", self.scale, "- the scale is now", scale,
+        "- skipped steps so far:", skipped, output_stream=sys.stderr))
+    with tf.control_dependencies([log]):
+      return tf.group(self.scale.assign(scale),
+                      self.good_steps.assign(good_steps),
+                      self.skipped_steps.assign(skipped))
 
 
 class AdamWeightDecayOptimizer(tf.compat.v1.train.Optimizer):
@@ -144,11 +240,14 @@ class AdamWeightDecayOptimizer(tf.compat.v1.train.Optimizer):
     self.epsilon = epsilon
     self.exclude_from_weight_decay = exclude_from_weight_decay
 
-  def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+  def apply_gradients(self, grads_and_vars, global_step=None, name=None,
+                      skip=None):
     """Returns an op applying one AdamW update to every (gradient, variable).
 
     Pairs whose gradient is None are skipped. `global_step` is accepted for
     the Optimizer interface but not incremented; create_optimizer does that.
+    `skip` (optional scalar bool tensor): when true, every variable and
+    moment keeps its value (a step whose float16 gradients overflowed).
     """
     del global_step  # Counted by the caller, as in Google's BERT.
     assignments = []
@@ -168,6 +267,10 @@ class AdamWeightDecayOptimizer(tf.compat.v1.train.Optimizer):
       if self._do_use_weight_decay(param_name):
         update += self.weight_decay_rate * param
       next_param = param - self.learning_rate * update
+      if skip is not None:
+        next_param = tf.where(skip, param, next_param)
+        next_m = tf.where(skip, m, next_m)
+        next_v = tf.where(skip, v, next_v)
 
       assignments.extend(
           [param.assign(next_param), m.assign(next_m), v.assign(next_v)])

@@ -29,6 +29,7 @@ its own GPU and writes `<output_file>-<rank>-of-<size>`.
 
 import os
 import queue
+import re
 import threading
 import time
 
@@ -38,7 +39,9 @@ import tensorflow as tf
 import command_line
 import distillation
 import modeling
+import precision
 import record_format
+import temporary_files
 
 tf1 = tf.compat.v1
 
@@ -102,6 +105,9 @@ flags.DEFINE_integer(
     "Seed of --label_sampling's draws (combined with the rank and the "
     "record's index).")
 
+flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
+                  precision.FLAG_HELP)
+
 FLAGS = flags.FLAGS
 
 # Seed for --allow_random_teacher, so random labels are at least repeatable.
@@ -161,11 +167,14 @@ def check_input_files(input_files, max_seq_length, max_predictions_per_seq):
                                                 max_predictions_per_seq)
   label_names = record_format.LABEL_FEATURES
   for path in input_files:
+    if tf.io.gfile.stat(path).length == 0:
+      raise InputError(
+          "%s in --input_file holds no records (an empty file: was it "
+          "written completely?); regenerate it or leave it out." % path)
     try:
       described = record_format.describe_record(path)
-    except ValueError:
-      tf1.logging.warning("%s holds no records", path)
-      continue
+    except ValueError as error:  # Damaged, or not a record file.
+      raise InputError("--input_file: %s" % error) from None
     labelled = [name for name in label_names if name in described]
     if labelled:
       raise InputError(
@@ -246,7 +255,8 @@ def input_dataset(input_files, bert_config, batch_size, max_seq_length,
 
 
 def teacher_labels(bert_config, features, truncation_factor,
-                   with_next_sentence=True, sampling=None):
+                   with_next_sentence=True, compute_type=tf.float32,
+                   sampling=None):
   """Builds the teacher and returns its labels {feature name: [batch, n]}.
 
   The masked-LM head runs only at the masked positions. With k > 0 the top-k
@@ -254,13 +264,15 @@ def teacher_labels(bert_config, features, truncation_factor,
   computed (exp(logit - logsumexp)), not the whole softmax. With `sampling`
   (a distillation.Sampling) k tokens are drawn instead
   (distillation.sampled_labels). A teacher without a next-sentence head
-  (with_next_sentence=False) gives no next_sentence_probs.
+  (with_next_sentence=False) gives no next_sentence_probs. compute_type is
+  the encoder's (see modeling.BertModel); the logits, the top-k and the
+  probabilities are float32 whatever it is.
   """
   _, logits, next_sentence = modeling.pretraining_model(
       bert_config, False, features["input_ids"],
       features["masked_lm_positions"], input_mask=features["input_mask"],
       token_type_ids=features["segment_ids"],
-      with_next_sentence=with_next_sentence)
+      with_next_sentence=with_next_sentence, compute_type=compute_type)
   batch_size = tf.shape(features["input_ids"])[0]
   labels = {}
   if with_next_sentence:
@@ -425,10 +437,31 @@ def output_path_for_rank(output_file, rank, size):
   return "%s-%d-of-%d" % (output_file, rank, size)
 
 
-def temporary_path(output_path):
-  """A name in the output's folder that no glob for the output matches."""
-  folder, name = os.path.split(output_path)
-  return os.path.join(folder, ".%s.incomplete-%d" % (name, os.getpid()))
+def check_output_path(output_path):
+  """Raises InputError when `output_path` cannot be written, before any work.
+
+  It must not be a directory, and its folder must be a writable directory
+  (or not exist yet, in which case it is created).
+  """
+  if tf.io.gfile.isdir(output_path):
+    raise InputError("--output_file %s is a directory; give the path of the "
+                     "file to write." % output_path)
+  folder = os.path.dirname(output_path)
+  if not folder:
+    folder = "."
+  if tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder):
+    raise InputError("--output_file %s: %s is a file, not a directory." %
+                     (output_path, folder))
+  if "://" in folder:
+    return  # Remote file systems are checked when the file is written.
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as error:
+    raise InputError("--output_file %s: cannot create its folder: %s" %
+                     (output_path, command_line.os_error_message(error)))
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise InputError("--output_file %s: the folder %s is not writable." %
+                     (output_path, folder))
 
 
 def session_config(local_rank, local_size, use_xla, distributed=False):
@@ -486,8 +519,10 @@ class RecordWriterThread(object):
         self._error = error
 
   def _raise_error(self):
+    # The writer's own error (e.g. a full disk) names the file; raising it
+    # as it is lets command_line report it as one line.
     if self._error is not None:
-      raise IOError("Writing %s failed: %s" % (self.path, self._error))
+      raise self._error
 
   def put(self, batch):
     """Queues a sequence of serialized records for writing."""
@@ -518,9 +553,11 @@ def write_records(sess, records, output_path):
   """Runs the teacher over every batch and writes the records atomically.
 
   The file appears under `output_path` only once complete; until then it is
-  written under a temporary name in the same folder. Returns the count.
+  written under a temporary name in the same folder (temporary_files), which
+  is removed on an error, SIGTERM or SIGINT. Returns the count.
   """
-  temp_path = temporary_path(output_path)
+  temp_path = temporary_files.register(
+      temporary_files.temporary_path(output_path))
   writer = RecordWriterThread(temp_path)
   count = 0
   start = time.time()
@@ -554,8 +591,10 @@ def write_records(sess, records, output_path):
       pass
     if tf.io.gfile.exists(temp_path):
       tf.io.gfile.remove(temp_path)
+    temporary_files.unregister(temp_path)
     raise
   tf.io.gfile.rename(temp_path, output_path, overwrite=True)
+  temporary_files.unregister(temp_path)
   elapsed = time.time() - start
   steady, steady_per_cpu = 0.0, 0.0
   if steady_start is not None and count > steady_count:
@@ -581,21 +620,34 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
                             FLAGS.max_seq_length,
                             FLAGS.max_predictions_per_seq, record_shard)
     features = tf1.data.make_one_shot_iterator(dataset).get_next()
+    compute_type = precision.compute_type(FLAGS.precision)
     if FLAGS.use_xla:
       with tf.xla.experimental.jit_scope():
         labels = teacher_labels(bert_config, features,
                                 FLAGS.truncation_factor, with_next_sentence,
-                                sampling)
+                                compute_type, sampling)
     else:
       labels = teacher_labels(bert_config, features, FLAGS.truncation_factor,
-                              with_next_sentence, sampling)
+                              with_next_sentence, compute_type, sampling)
     records = encode_records(features["raw"], labels)
     load_teacher(FLAGS.init_checkpoint, with_next_sentence)
     config = session_config(local_rank, local_size, FLAGS.use_xla,
                             distributed)
     with tf1.Session(config=config) as sess:
-      sess.run(tf1.global_variables_initializer())
-      return write_records(sess, records, output_path)
+      try:
+        sess.run(tf1.global_variables_initializer())
+      except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as error:
+        problem = modeling.unreadable_checkpoint_problem(
+            FLAGS.init_checkpoint) or error.message
+        raise InputError("--init_checkpoint: %s. Copy it again." %
+                         problem) from None
+      try:
+        return write_records(sess, records, output_path)
+      except tf.errors.DataLossError:
+        damage = record_format.find_damaged_record(input_files)
+        if damage:
+          raise InputError("--input_file: %s" % damage) from None
+        raise
 
 
 def label_records():
@@ -605,6 +657,7 @@ def label_records():
   except ValueError as error:
     raise InputError("--bert_config_file: %s" % error) from None
   check_flags(bert_config)
+  precision.check_hardware(FLAGS.precision)
   try:
     input_files = record_format.expand_input_files(FLAGS.input_file)
   except ValueError as error:
@@ -622,9 +675,10 @@ def label_records():
   rank, size, local_rank, local_size = init_workers()
   files, record_shard = shard_inputs(input_files, rank, size)
   output_path = output_path_for_rank(FLAGS.output_file, rank, size)
-  output_folder = os.path.dirname(output_path)
-  if output_folder:
-    tf.io.gfile.makedirs(output_folder)
+  check_output_path(output_path)
+  # Temporaries of this output left by a killed earlier run.
+  temporary_files.remove_stale(os.path.dirname(output_path) or ".",
+                               re.escape(os.path.basename(output_path)))
   tf1.logging.info("Rank %d of %d labels %d file(s)%s into %s", rank, size,
                    len(files), " (every %d-th record)" % size
                    if record_shard else "", output_path)

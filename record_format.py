@@ -10,7 +10,7 @@ when the teacher has no next-sentence head, e.g. one converted from Hugging
 Face's BertForMaskedLM).
 """
 
-
+from google.protobuf import message
 import tensorflow as tf
 
 TRUNCATED_PROBS = "truncated_masked_lm_probs"
@@ -108,35 +108,106 @@ def make_pretraining_example(input_ids, input_mask, segment_ids,
   return tf.train.Example(features=tf.train.Features(feature=features))
 
 
+class DamagedRecordError(ValueError):
+  """A record that fails its CRC check or is cut short, and where it is."""
+
+  def __init__(self, path, count, offset, reason):
+    kind = ("truncated (the file ends inside it)" if "truncated" in reason
+            else "corrupted (its checksum does not match)")
+    super(DamagedRecordError, self).__init__(
+        "%s is damaged: the record at byte offset %d (after %d good ones) "
+        "is %s. Remove the file from the list or regenerate it." % (
+            path, offset, count, kind))
+    self.path = path
+    self.count = count
+    self.offset = offset
+
+
+def _records(path):
+  """Yields the serialized records of a TFRecord file, checking their CRCs.
+
+  Raises DamagedRecordError at the first damaged record.
+  """
+  count, offset = 0, 0
+  try:
+    for raw in tf.compat.v1.io.tf_record_iterator(path):
+      yield raw
+      count += 1
+      # A record is its length (8 bytes), the length's CRC (4), the data and
+      # the data's CRC (4).
+      offset += len(raw) + 16
+  except tf.errors.DataLossError as error:
+    raise DamagedRecordError(path, count, offset, error.message) from None
+
+
+def find_damaged_record(paths):
+  """Reads every record of every file; returns the first DamagedRecordError.
+
+  Returns None when every file reads cleanly. Slow (it reads everything):
+  call it after a tf.errors.DataLossError to say which file it came from.
+  """
+  for path in paths:
+    try:
+      for _ in _records(path):
+        pass
+    except DamagedRecordError as error:
+      return error
+  return None
+
+
+def first_examples(path, count):
+  """The first `count` records of `path` as tf.train.Example.
+
+  Raises ValueError naming the file when one of them is damaged
+  (DamagedRecordError) or is not a tf.train.Example.
+  """
+  examples = []
+  for raw in _records(path):
+    try:
+      examples.append(tf.train.Example.FromString(raw))
+    except message.DecodeError:
+      raise ValueError("%s: record %d is not a tf.train.Example; is this a "
+                       "record file of this suite?" % (
+                           path, len(examples))) from None
+    if len(examples) == count:
+      break
+  return examples
+
+
 def describe_record(path):
   """Returns {feature name: (kind, length)} for the first record in `path`.
 
   kind is "int64", "float" or "bytes". Used to check a file against the flags
-  before a long run. Raises ValueError when the file holds no record.
+  before a long run. Raises ValueError when the file holds no record or its
+  first record cannot be read.
   """
-  for raw in tf.compat.v1.io.tf_record_iterator(path):
-    example = tf.train.Example.FromString(raw)
-    described = {}
-    for name, feature in example.features.feature.items():
-      kind = feature.WhichOneof("kind")
-      values = getattr(feature, kind).value
-      described[name] = (kind.replace("_list", ""), len(values))
-    return described
-  raise ValueError("%s holds no records" % path)
+  examples = first_examples(path, 1)
+  if not examples:
+    raise ValueError("%s holds no records" % path)
+  described = {}
+  for name, feature in examples[0].features.feature.items():
+    kind = feature.WhichOneof("kind")
+    values = getattr(feature, kind).value
+    described[name] = (kind.replace("_list", ""), len(values))
+  return described
 
 
 def expand_input_files(patterns):
   """Expands a comma-separated list of globs into a sorted list of files.
 
-  Raises ValueError naming the patterns when nothing matches.
+  Raises ValueError naming the first entry of the list (a file name or a
+  glob) that matches no file: a misspelt name is never silently dropped.
   """
   files = []
-  for pattern in patterns.split(","):
-    pattern = pattern.strip()
-    if pattern:
-      files.extend(tf.io.gfile.glob(pattern) if any(c in pattern for c in "*?[")
-                   else [pattern] if tf.io.gfile.exists(pattern) else [])
-  files = sorted(set(files))
-  if not files:
-    raise ValueError("No input files match %r" % patterns)
-  return files
+  entries = [entry.strip() for entry in patterns.split(",") if entry.strip()]
+  if not entries:
+    raise ValueError("No input files given (%r)" % patterns)
+  for entry in entries:
+    if any(c in entry for c in "*?["):
+      matches = tf.io.gfile.glob(entry)
+    else:
+      matches = [entry] if tf.io.gfile.exists(entry) else []
+    if not matches:
+      raise ValueError("%r matches no files" % entry)
+    files.extend(matches)
+  return sorted(set(files))

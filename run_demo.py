@@ -21,6 +21,7 @@ import time
 from absl import flags
 
 import command_line
+import precision
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,6 +37,10 @@ flags.DEFINE_string("vocab_file", os.path.join(REPO, "data", "sample",
 flags.DEFINE_bool("tiny", False,
                   "Tiny models and a few steps: checks the chain, not quality.")
 flags.DEFINE_integer("num_workers", 2, "Processes for the data stages.")
+flags.DEFINE_enum(
+    "precision", "auto", ("auto",) + precision.PRECISIONS,
+    "--precision of every model stage. auto: bf16 when the CPU has "
+    "AVX512-BF16 or AMX-BF16, else fp32.")
 
 FLAGS = flags.FLAGS
 
@@ -202,9 +207,18 @@ def model_summary(model_dir):
   }
 
 
-def write_report(out, settings, models, flags_used):
+def demo_precision():
+  """--precision, with auto resolved for this CPU."""
+  if FLAGS.precision != "auto":
+    return FLAGS.precision
+  slow = precision.hardware_warning("bf16", precision.cpu_flags(), [])
+  return "fp32" if slow else "bf16"
+
+
+def write_report(out, settings, models, flags_used, precision_name):
   """Writes report.json and report.md."""
   report = dict(models)
+  report["precision"] = precision_name
   report["stages"] = {name: round(seconds, 1)
                       for name, seconds in STAGE_SECONDS.items()}
   report["settings"] = {
@@ -218,7 +232,8 @@ def write_report(out, settings, models, flags_used):
 
   lines = ["# Distillation demo report", "",
            "Held-out metrics are measured on the split kept back from "
-           "training.", "",
+           "training. Every model stage ran with `--precision %s`." %
+           precision_name, "",
            "| model | params | masked-LM acc. | teacher top-1 agreement | "
            "teacher_kl | next-sentence acc. | train seq/s | steps |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -260,7 +275,8 @@ def label_command(settings, teacher_config, teacher_checkpoint, input_file,
          ] + list(extra)
 
 
-def prepare_teacher(out, settings, dump, vocab_file, num_workers):
+def prepare_teacher(out, settings, dump, vocab_file, num_workers,
+                    precision_flags=()):
   """Stages I-IV: records from the dump, and a teacher pre-trained on them.
 
   Writes under `out`: records/train_*.tfrecord, records/heldout_*.tfrecord
@@ -313,7 +329,7 @@ def prepare_teacher(out, settings, dump, vocab_file, num_workers):
       settings["teacher_steps"], settings["teacher_lr"],
       settings["teacher_batch"],
       ["--soft_label_weight", 0, "--hard_label_weight", 1,
-       "--nsp_loss", "hard"]))
+       "--nsp_loss", "hard"] + list(precision_flags)))
   return path("teacher", "model.ckpt-%d" % settings["teacher_steps"])
 
 
@@ -325,8 +341,12 @@ def main(_):
     shutil.rmtree(out)
   os.makedirs(out)
   path = lambda *parts: os.path.join(out, *parts)
+  precision_name = demo_precision()
+  precision_flags = ["--precision", precision_name]
+  print("Precision: %s" % precision_name)
   teacher_checkpoint = prepare_teacher(out, settings, FLAGS.dump,
-                                       FLAGS.vocab_file, FLAGS.num_workers)
+                                       FLAGS.vocab_file, FLAGS.num_workers,
+                                       precision_flags)
   teacher_config = path("teacher_config.json")
   student_config = path("student_config.json")
 
@@ -339,14 +359,15 @@ def main(_):
   run_stage("teacher_labels", label_command(
       settings, teacher_config, teacher_checkpoint,
       path("records", "train_*.tfrecord"), path("labels", "train.tfrecord"),
-      10, ["--label_sampling", settings["label_sampling"]]))
+      10, ["--label_sampling", settings["label_sampling"]] +
+      precision_flags))
   copy_first_records(path("records", "heldout_*.tfrecord"),
                      settings["max_eval_steps"] * 32,
                      path("records", "heldout_eval.tfrecord"))
   run_stage("teacher_labels", label_command(
       settings, teacher_config, teacher_checkpoint,
       path("records", "heldout_eval.tfrecord"),
-      path("labels", "heldout.tfrecord"), 0))
+      path("labels", "heldout.tfrecord"), 0, precision_flags))
 
   # The teacher's own held-out figures, on the labelled records: its
   # agreement with its stored labels (and teacher_kl ~ 0) checks the
@@ -361,7 +382,7 @@ def main(_):
       "--max_seq_length", settings["max_seq_length"],
       "--max_predictions_per_seq", settings["max_predictions_per_seq"],
       "--eval_batch_size", 32, "--max_eval_steps", settings["max_eval_steps"],
-      "--soft_label_weight", 0, "--hard_label_weight", 1])
+      "--soft_label_weight", 0, "--hard_label_weight", 1] + precision_flags)
 
   # VI. Students of one shape: distilled; the same layer init with hard
   # labels only (what the teacher's weights give without its labels); and
@@ -389,7 +410,8 @@ def main(_):
         path("labels", "heldout.tfrecord"), path(name),
         settings["student_steps"], settings["student_lr"],
         settings["student_batch"],
-        extra + ["--eval_every_steps", settings["eval_every_steps"]]))
+        extra + precision_flags +
+        ["--eval_every_steps", settings["eval_every_steps"]]))
 
   # The distilled student in Hugging Face's layout, for transformers.
   run_stage("export_student", [
@@ -406,7 +428,7 @@ def main(_):
           student_config, path("labels", "train.tfrecord"),
           path("labels", "heldout.tfrecord"), path("distributed_student"),
           settings["horovod_steps"], settings["student_lr"],
-          settings["student_batch"], distill_flags))
+          settings["student_batch"], distill_flags + precision_flags))
 
   # Report.
   start = time.time()
@@ -415,7 +437,7 @@ def main(_):
       name.replace("_student", "").replace("_", "-"): read_history(
           path(name, "eval_history.jsonl")) for name in student_runs})
   STAGE_SECONDS["report"] = time.time() - start
-  write_report(out, settings, models, distill_flags)
+  write_report(out, settings, models, distill_flags, precision_name)
   print("\n" + open(path("report.md")).read())
 
 

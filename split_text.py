@@ -8,15 +8,17 @@ one piece, followed by one blank line.
 
 The input is streamed twice, never held in memory: a first pass counts the
 articles and their bytes, a second pass writes them. Pieces are written to
-temporary files and renamed when all are complete.
+temporary files (temporary_files) and renamed when all are complete.
 """
 
 import os
+import re
 
 from absl import flags
 from absl import logging
 
 import command_line
+import temporary_files
 
 flags.DEFINE_string("read_file", None, "The text file to split.")
 flags.DEFINE_integer("split_number", None,
@@ -29,6 +31,8 @@ flags.DEFINE_string(
     "from 0 to split_number - 1.")
 
 FLAGS = flags.FLAGS
+
+InputError = command_line.InputError
 
 # Log progress every this many articles while writing.
 LOG_EVERY_ARTICLES = 1000000
@@ -64,10 +68,14 @@ def count_articles(path):
   return articles, total_bytes
 
 
+def piece_prefix(name_base):
+  """What the name of every piece starts with: name_base and one "_"."""
+  return name_base if name_base.endswith("_") else name_base + "_"
+
+
 def piece_name(name_base, index):
   """The file name of piece `index`, as the original named it."""
-  separator = "" if name_base.endswith("_") else "_"
-  return "%s%s%d.txt" % (name_base, separator, index)
+  return "%s%d.txt" % (piece_prefix(name_base), index)
 
 
 def write_pieces(path, folder, name_base, split_number, num_articles,
@@ -82,7 +90,7 @@ def write_pieces(path, folder, name_base, split_number, num_articles,
   share = total_bytes / float(split_number)
   final_paths = [os.path.join(folder, piece_name(name_base, i))
                  for i in range(split_number)]
-  temp_paths = [os.path.join(folder, ".%s.tmp" % os.path.basename(p))
+  temp_paths = [temporary_files.register(temporary_files.temporary_path(p))
                 for p in final_paths]
   sizes = [[0, 0] for _ in range(split_number)]
   piece = 0
@@ -108,22 +116,29 @@ def write_pieces(path, folder, name_base, split_number, num_articles,
         logging.info("Wrote %d of %d articles", done + 1, num_articles)
     out.close()
     for temp_path, final_path in zip(temp_paths, final_paths):
-      os.replace(temp_path, final_path)
+      temporary_files.commit(temp_path, final_path)
   except BaseException:
     out.close()
     for temp_path in temp_paths:
-      if os.path.exists(temp_path):
-        os.remove(temp_path)
+      temporary_files.discard(temp_path)
     raise
   return [tuple(size) for size in sizes]
 
 
 def check_flags():
-  """Raises ValueError naming the flag to fix when the flags are unusable."""
+  """Raises InputError naming the flag to fix when the flags are unusable."""
+  if os.path.isdir(FLAGS.read_file):
+    raise InputError("--read_file %s is a directory; give the text file to "
+                     "split." % FLAGS.read_file)
+  if not os.path.exists(FLAGS.read_file):
+    raise InputError("--read_file %s does not exist." % FLAGS.read_file)
   if not os.path.isfile(FLAGS.read_file):
-    raise ValueError("--read_file %s does not exist." % FLAGS.read_file)
+    raise InputError("--read_file %s is not a regular file." %
+                     FLAGS.read_file)
+  if os.path.exists(FLAGS.folder) and not os.path.isdir(FLAGS.folder):
+    raise InputError("--folder %s is a file, not a directory." % FLAGS.folder)
   if FLAGS.split_number < 1:
-    raise ValueError("--split_number must be at least 1, got %d." %
+    raise InputError("--split_number must be at least 1, got %d." %
                      FLAGS.split_number)
 
 
@@ -144,10 +159,10 @@ def main(_):
   logging.info("Counting articles in %s", FLAGS.read_file)
   num_articles, total_bytes = count_articles(FLAGS.read_file)
   if num_articles == 0:
-    raise ValueError("--read_file %s holds no articles: it is empty or has "
+    raise InputError("--read_file %s holds no articles: it is empty or has "
                      "only blank lines." % FLAGS.read_file)
   if FLAGS.split_number > num_articles:
-    raise ValueError(
+    raise InputError(
         "--split_number %d is larger than the number of articles in %s (%d);"
         " use --split_number %d or less, since an article is never cut." % (
             FLAGS.split_number, FLAGS.read_file, num_articles, num_articles))
@@ -155,6 +170,9 @@ def main(_):
                num_articles, total_bytes, FLAGS.split_number,
                total_bytes // FLAGS.split_number)
   os.makedirs(FLAGS.folder, exist_ok=True)
+  # Temporaries of pieces left by a killed earlier run.
+  temporary_files.remove_stale(
+      FLAGS.folder, re.escape(piece_prefix(FLAGS.name_base)) + r"\d+\.txt")
   sizes = write_pieces(FLAGS.read_file, FLAGS.folder, FLAGS.name_base,
                        FLAGS.split_number, num_articles, total_bytes)
   for index, (articles, size) in enumerate(sizes):

@@ -14,6 +14,9 @@ tf1 = tf.compat.v1
 
 InputError = command_line.InputError
 
+# Names optimization.py gives the Adam moments of a variable.
+OPTIMIZER_SLOT_SUFFIXES = ("/adam_m", "/adam_v")
+
 
 def parse_layer_map(text):
   """Parses --init_layer_map ("0,2,4") into a list of ints ([] if empty)."""
@@ -99,3 +102,38 @@ def init_student_from_checkpoint(tvars, init_checkpoint, layer_map=None,
   tf1.logging.info("Initialised %d of %d variables from %s", len(loaded),
                    len(tvars), init_checkpoint)
   return loaded
+
+
+def checkpoint_differences(variables, checkpoint):
+  """Lists how `checkpoint` differs from the model of `variables`.
+
+  Compares names and shapes: a model variable the checkpoint lacks or holds
+  in another shape (restoring would fail, or load the wrong thing), and a
+  checkpoint variable under the model's scopes (e.g. "bert/", "cls/") that
+  the model lacks (restoring would silently drop it). Adam slots that only
+  the checkpoint holds (it was saved by training; evaluation has none) are
+  ignored. Returns [] when the checkpoint fits.
+  """
+  checkpoint_shapes = dict(tf.train.list_variables(checkpoint))
+  model_shapes = {re.sub(r":\d+$", "", var.name): var.shape.as_list()
+                  for var in variables}
+  differences, reported = [], set()
+  for name, shape in sorted(model_shapes.items()):
+    base = re.sub("(%s)$" % "|".join(OPTIMIZER_SLOT_SUFFIXES), "", name)
+    if base in reported:
+      continue  # The Adam slots of a variable already listed.
+    if name not in checkpoint_shapes:
+      differences.append("%s %s: not in the checkpoint" % (name, shape))
+    elif list(checkpoint_shapes[name]) != shape:
+      differences.append("%s: model %s, checkpoint %s" % (
+          name, shape, list(checkpoint_shapes[name])))
+    else:
+      continue
+    reported.add(name)
+  scopes = {name.split("/")[0] for name in model_shapes if "/" in name}
+  for name, shape in sorted(checkpoint_shapes.items()):
+    if (name.split("/")[0] in scopes and name not in model_shapes
+        and not name.endswith(OPTIMIZER_SLOT_SUFFIXES)):
+      differences.append("%s %s: in the checkpoint, not in the model" % (
+          name, list(shape)))
+  return differences

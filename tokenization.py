@@ -8,9 +8,9 @@ Text goes through two steps:
   2. WordpieceTokenizer: greedy longest-match-first split of every word into
      vocabulary pieces, continuation pieces carrying a "##" prefix.
 
-The tokenizer itself only needs "[UNK]" in the vocabulary; the stages that
-build model inputs call check_special_tokens() for "[CLS]", "[SEP]" and
-"[MASK]".
+The tokenizer itself only needs "[UNK]" in the vocabulary (FullTokenizer
+checks it when it loads the file); the stages that build model inputs call
+check_special_tokens() for "[CLS]", "[SEP]" and "[MASK]".
 """
 
 from __future__ import absolute_import
@@ -158,13 +158,15 @@ def whitespace_tokenize(text):
   return text.split()
 
 
-def check_special_tokens(vocab, tokens=("[CLS]", "[SEP]", "[MASK]")):
+def check_special_tokens(vocab, tokens=("[CLS]", "[SEP]", "[MASK]"),
+                         vocab_file=None):
   """Raises ValueError naming every token of `tokens` missing from `vocab`."""
   missing = [token for token in tokens if token not in vocab]
   if missing:
     raise ValueError(
-        "The vocabulary lacks the special token(s) %s; add them to the file "
-        "given by --vocab_file." % ", ".join(missing))
+        "The vocabulary %slacks the special token(s) %s; add them to the file "
+        "given by --vocab_file." % ("%s " % vocab_file if vocab_file else "",
+                                    ", ".join(missing)))
 
 
 class FullTokenizer(object):
@@ -172,6 +174,9 @@ class FullTokenizer(object):
 
   def __init__(self, vocab_file, do_lower_case=True):
     self.vocab = load_vocab(vocab_file)
+    # Every word the vocab cannot spell becomes [UNK]: without it the first
+    # such word would fail deep inside tokenization with a KeyError.
+    check_special_tokens(self.vocab, ("[UNK]",), vocab_file)
     self.inv_vocab = {index: token for token, index in self.vocab.items()}
     self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
     self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)

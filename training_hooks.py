@@ -1,4 +1,4 @@
-"""SessionRunHooks of the trainers: step watchdog, throughput, checksums."""
+"""SessionRunHooks of the trainers: watchdog, non-finite checks, throughput."""
 
 import hashlib
 import os
@@ -9,54 +9,159 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import temporary_files
+
 tf1 = tf.compat.v1
 
 TIMEOUT_EXIT_STATUS = 3
 
+# --step_timeout_secs of the distributed trainer: without a watchdog a frozen
+# rank under mpirun hangs the job for ever.
+DISTRIBUTED_STEP_TIMEOUT_SECS = 1800
 
-class StepTimeoutHook(tf1.train.SessionRunHook):
-  """Aborts the process when no training step finishes in time.
 
-  A watchdog thread starts when the session is ready. If `timeout_secs` pass
-  without a finished step (a hung input, or a Horovod peer that hangs
-  instead of dying) it logs why and calls os._exit, so that mpirun or
-  horovodrun tear the job down instead of waiting forever. The clock runs
-  from session creation, so it also covers a rank waiting in the initial
-  broadcast (e.g. for rank 0 to finish an --eval_every_steps evaluation).
+class Watchdog(object):
+  """Aborts the process when the run stops making progress.
+
+  watch(seconds, message) starts a phase: from then on, if `seconds` pass
+  without progress() (a finished step), a thread logs `message % waited`
+  and calls os._exit, so that mpirun or horovodrun tear the job down
+  instead of waiting forever for a hung rank or input. pause() stops
+  watching until the next watch(). One thread serves the whole run.
   """
 
-  def __init__(self, timeout_secs):
-    self._timeout_secs = timeout_secs
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._seconds = None
+    self._message = ""
     self._last_progress = time.time()
-    self._stop = None
+    self._thread = None
+
+  def watch(self, seconds, message):
+    """Aborts unless progress() follows within `seconds` (and each time)."""
+    with self._lock:
+      self._seconds = seconds
+      self._message = message
+      self._last_progress = time.time()
+      if self._thread is None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+  def progress(self):
+    """Restarts the clock of the current phase."""
+    self._last_progress = time.time()
+
+  def pause(self):
+    """Stops watching until the next watch()."""
+    with self._lock:
+      self._seconds = None
+
+  def _run(self):
+    """Checks a few times a second; exits the process on a stall."""
+    while True:
+      time.sleep(0.25)
+      with self._lock:
+        waited = time.time() - self._last_progress
+        if self._seconds is None or waited <= self._seconds:
+          continue
+        message = self._message % waited
+      tf1.logging.error(message)
+      sys.stderr.write("ERROR: %s\n" % message)
+      sys.stderr.flush()
+      # os._exit skips atexit: remove this process's temporaries first.
+      temporary_files.remove_registered()
+      os._exit(TIMEOUT_EXIT_STATUS)  # pylint: disable=protected-access
+
+
+class StepTimeoutHook(tf1.train.SessionRunHook):
+  """Watches the steps of a session (training or evaluation) with a Watchdog.
+
+  The clock starts when the session is ready, so it also covers a rank
+  waiting in the initial broadcast, and restarts after every step. The
+  first step of a session may take FIRST_STEP_FACTOR times as long: it also
+  optimises the graph and waits for the slowest rank to start. When the
+  session ends the watchdog pauses.
+  """
+
+  FIRST_STEP_FACTOR = 4
+
+  def __init__(self, watchdog, timeout_secs, message):
+    """`message` has one %.0f for the seconds waited."""
+    self._watchdog = watchdog
+    self._timeout_secs = timeout_secs
+    self._message = message
+    self._first_step = True
 
   def after_create_session(self, session, coord):
-    self._last_progress = time.time()
-    # A fresh event per session, so an old watchdog never wakes up again.
-    self._stop = threading.Event()
-    threading.Thread(target=self._watch, args=(self._stop,),
-                     daemon=True).start()
+    self._first_step = True
+    self._watchdog.watch(self._timeout_secs * self.FIRST_STEP_FACTOR,
+                         self._message)
 
   def after_run(self, run_context, run_values):
-    self._last_progress = time.time()
+    if self._first_step:
+      self._first_step = False
+      self._watchdog.watch(self._timeout_secs, self._message)
+    else:
+      self._watchdog.progress()
 
   def end(self, session):
-    if self._stop is not None:
-      self._stop.set()
+    self._watchdog.pause()
 
-  def _watch(self, stop):
-    """Checks a few times per timeout; exits the process on a stall."""
-    while not stop.wait(min(1.0, self._timeout_secs / 4.0)):
-      waited = time.time() - self._last_progress
-      if waited > self._timeout_secs:
-        message = ("No training step finished in %.0f s (--step_timeout_secs "
-                   "%d): a worker or the input is stuck. Aborting; rerun the "
-                   "same command to resume from the last checkpoint." % (
-                       waited, self._timeout_secs))
-        tf1.logging.error(message)
-        sys.stderr.write("ERROR: %s\n" % message)
-        sys.stderr.flush()
-        os._exit(TIMEOUT_EXIT_STATUS)  # pylint: disable=protected-access
+
+class NonFiniteTrainingError(RuntimeError):
+  """Training produced a NaN/Inf loss or weights; `step` says when."""
+
+  def __init__(self, step, what):
+    super(NonFiniteTrainingError, self).__init__(
+        "%s at global step %d" % (what, step))
+    self.step = step
+    self.what = what
+
+
+# model_fn adds the training loss here for NonFiniteLossHook.
+LOSS_COLLECTION = "distillation_training_loss"
+
+
+class NonFiniteLossHook(tf1.train.SessionRunHook):
+  """Stops training at the first step whose loss is NaN or infinite.
+
+  It raises NonFiniteTrainingError from after_run. Passed to
+  estimator.train it runs before the checkpoint saver's after_run, so the
+  step's weights are not saved. (The estimator's own NanTensorHook misses
+  an infinite loss and does not say which step.)
+  """
+
+  def begin(self):
+    self._loss = tf1.get_collection(LOSS_COLLECTION)[0]
+    self._step = tf1.train.get_global_step()
+
+  def before_run(self, run_context):
+    return tf1.train.SessionRunArgs([self._loss, self._step])
+
+  def after_run(self, run_context, run_values):
+    loss, step = run_values.results
+    if not np.isfinite(loss):
+      raise NonFiniteTrainingError(step, "the loss is %s" % loss)
+
+
+class FiniteCheckpointListener(tf1.train.CheckpointSaverListener):
+  """Refuses to save a checkpoint whose trainable weights are not finite.
+
+  A NaN/Inf checkpoint would become the latest one, and every rerun would
+  resume from it. Raises NonFiniteTrainingError instead of saving (also in
+  the final save at the end of training).
+  """
+
+  def begin(self):
+    self._all_finite = tf.reduce_all([
+        tf.reduce_all(tf.math.is_finite(variable))
+        for variable in tf1.trainable_variables()
+        if variable.dtype.base_dtype.is_floating])
+
+  def before_save(self, session, global_step_value):
+    if not session.run(self._all_finite):
+      raise NonFiniteTrainingError(global_step_value,
+                                   "the weights are NaN or infinite")
 
 
 class ThroughputHook(tf1.train.SessionRunHook):

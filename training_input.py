@@ -1,9 +1,12 @@
 """The trainers' input: the tf.data pipeline and cheap checks of the records.
 
-check_input_files() reads the first records of the input files and compares
+check_input_files() reads the first records of every input file and compares
 them with the flags, so that a mismatch is an error naming the flag before a
 long run starts.
 """
+
+import os
+import stat
 
 import tensorflow as tf
 
@@ -14,6 +17,9 @@ import record_format
 tf1 = tf.compat.v1
 
 InputError = command_line.InputError
+
+# Records per file whose token ids check_input_files compares with the vocab.
+EXAMPLES_CHECKED = 8
 
 
 def input_fn_builder(input_files, batch_size, max_seq_length,
@@ -70,18 +76,8 @@ def expand_files(patterns, flag_name):
   """Expands a glob/comma list, or raises InputError naming the flag."""
   try:
     return record_format.expand_input_files(patterns or "")
-  except ValueError:
-    raise InputError("%s %r matches no files" % (flag_name, patterns))
-
-
-def _first_examples(path, count):
-  """The first `count` records of `path` as tf.train.Example."""
-  examples = []
-  for raw in tf1.io.tf_record_iterator(path):
-    examples.append(tf.train.Example.FromString(raw))
-    if len(examples) == count:
-      break
-  return examples
+  except ValueError as error:
+    raise InputError("%s: %s" % (flag_name, error)) from None
 
 
 def _max_int(examples, name):
@@ -92,10 +88,10 @@ def _max_int(examples, name):
 
 def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
-                      needs_teacher_labels, kd_target="truncated",
-                      temperature=1.0, accept_full=False,
-                      needs_next_sentence_probs=False):
-  """Checks the first records of files[0] against the flags.
+                      needs_teacher_labels, needs_next_sentence_probs=False,
+                      kd_target="truncated", temperature=1.0,
+                      accept_full=False):
+  """Checks the first records of every file against the flags.
 
   Returns the kind of teacher labels the records hold (distillation.TOP_K,
   SAMPLED or FULL), or None when they hold none. Labels must match
@@ -106,13 +102,57 @@ def check_input_files(files, flag_name, max_seq_length,
   teacher's next-sentence probabilities.
 
   Raises:
-    InputError: with a message naming the flag to fix.
+    InputError: with a message naming the flag to fix, also when some files
+      hold teacher labels (or one kind of them) and others do not.
   """
-  path = files[0]
+  kinds = {}  # path -> (label kind or None, holds next_sentence_probs)
+  for path in files:
+    if _is_pipe(path):
+      tf1.logging.info("%s is a pipe; not checked (that would consume it)",
+                       path)
+      continue
+    kinds[path] = _check_input_file(
+        path, flag_name, max_seq_length, max_predictions_per_seq,
+        truncation_factor, vocab_size, needs_teacher_labels,
+        needs_next_sentence_probs, kd_target, temperature, accept_full)
+  # One parsing spec reads every file, so they must hold the same features.
+  for index, what in ((0, "teacher labels"),
+                      (1, record_format.NEXT_SENTENCE_PROBS)):
+    holding = sorted(path for path, kind in kinds.items() if kind[index])
+    lacking = sorted(path for path, kind in kinds.items() if not kind[index])
+    if holding and lacking:
+      raise InputError("%s mixes files with %s (%s) and without (%s)" % (
+          flag_name, what, holding[0], lacking[0]))
+  label_kinds = {kind[0]: path for path, kind in sorted(kinds.items())}
+  if len(label_kinds) > 1:
+    raise InputError("%s mixes files with %s" % (flag_name, " and ".join(
+        "%s teacher labels (%s)" % (kind, path)
+        for kind, path in sorted(label_kinds.items()))))
+  return next(iter(label_kinds), None)
+
+
+def _is_pipe(path):
+  """True for a named pipe or a character device (not for remote files)."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError:
+    return False
+  return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _check_input_file(path, flag_name, max_seq_length,
+                      max_predictions_per_seq, truncation_factor, vocab_size,
+                      needs_teacher_labels, needs_next_sentence_probs,
+                      kd_target, temperature, accept_full):
+  """check_input_files() for one file: its first records against the flags.
+
+  Returns (label kind or None, holds next_sentence_probs).
+  """
   try:
     described = record_format.describe_record(path)
+    examples = record_format.first_examples(path, EXAMPLES_CHECKED)
   except ValueError as error:
-    raise InputError("%s: %s" % (flag_name, error))
+    raise InputError("%s: %s" % (flag_name, error)) from None
 
   def length(name):
     return described.get(name, (None, None))[1]
@@ -155,15 +195,15 @@ def check_input_files(files, flag_name, max_seq_length,
           "--nsp_loss hard|none)" % (flag_name, path))
     held = None
 
-  examples = _first_examples(path, 32)
   largest = max(_max_int(examples, "input_ids"),
                 _max_int(examples, "masked_lm_ids"))
   if largest >= vocab_size:
     raise InputError(
         "%s holds token id %d but the student's vocab_size "
         "(--bert_config_file) is %d" % (path, largest, vocab_size))
+  with_next_sentence = record_format.NEXT_SENTENCE_PROBS in described
   if held is None:
-    return None
+    return None, with_next_sentence
 
   if held != truncation_factor and not (accept_full and held == 0):
     raise InputError("--truncation_factor is %d but %s holds %s; pass "
@@ -200,7 +240,7 @@ def check_input_files(files, flag_name, max_seq_length,
         "teacher had no next-sentence head (e.g. one converted from "
         "BertForMaskedLM). Use --nsp_loss hard or none." % (
             record_format.NEXT_SENTENCE_PROBS, path, flag_name))
-  return kind
+  return kind, with_next_sentence
 
 
 def holds_next_sentence_probs(files):

@@ -6,6 +6,12 @@ Students: 6 layers / hidden 768 (DistilBERT's shape) and 4 layers / hidden
 --max_predictions_per_seq 20 and top-10 teacher labels (random, written by
 this script; the numbers do not depend on the label values).
 
+Every setup runs once per --precisions value (default fp32 and bf16), and
+a closing table gives the bf16/fp32 ratio of each student and setup, and the
+fraction of the bf16 GEMM peak (measured in this process first, TensorFlow's
+default threads) that the training step reaches, counting a step as 3x the
+forward FLOPs.
+
 Setups, all with the same global batch (--batch sequences per step):
   * one process, TensorFlow's default thread pools;
   * one process limited to 2 threads (TF_NUM_INTRAOP_THREADS=2,
@@ -18,6 +24,7 @@ Each run is the real trainer script; the rate is its own measurement
 warm-up are left out; global sequences per second).
 
   .venv/bin/python bench/bench_train.py [--batch 8] [--timed_steps 3]
+  .venv/bin/python bench/bench_train.py --quick   # smoke run: 4x256, 1 setup
 """
 
 import json
@@ -35,6 +42,8 @@ import tensorflow as tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import command_line  # pylint: disable=g-import-not-at-top
+import modeling  # pylint: disable=g-import-not-at-top
+import precision  # pylint: disable=g-import-not-at-top
 import record_format  # pylint: disable=g-import-not-at-top
 import synthetic  # pylint: disable=g-import-not-at-top
 
@@ -45,6 +54,13 @@ flags.DEFINE_string("students", "6x768,4x256",
                     "Comma list of LAYERSxHIDDEN students to measure.")
 flags.DEFINE_string("work_dir", None,
                     "Scratch folder (default: a temporary one, deleted).")
+flags.DEFINE_string("precisions", "fp32,bf16",
+                    "Comma list of --precision values to measure.")
+flags.DEFINE_bool(
+    "quick", False,
+    "Smoke run: the 4x256 student only, one process with default threads, "
+    "2 timed steps.")
+flags.DEFINE_integer("gemm_size", 2048, "n of the n x n x n peak matmuls.")
 
 FLAGS = flags.FLAGS
 
@@ -76,7 +92,8 @@ def write_records(path, num_records, seed=0):
       writer.write(example.SerializeToString())
 
 
-def trainer_flags(config_path, input_file, output_dir, batch, steps):
+def trainer_flags(config_path, input_file, output_dir, batch, steps,
+                  precision_name):
   """The trainer's flags for a short run without evaluation."""
   return ["--bert_config_file", config_path, "--input_file", input_file,
           "--output_dir", output_dir, "--truncation_factor", str(TOP_K),
@@ -84,7 +101,8 @@ def trainer_flags(config_path, input_file, output_dir, batch, steps):
           "--max_predictions_per_seq", str(MAX_PREDICTIONS),
           "--do_train", "True", "--train_batch_size", str(batch),
           "--num_train_steps", str(steps), "--num_warmup_steps", "0",
-          "--save_checkpoints_steps", "100000", "--iterations_per_loop", "1"]
+          "--save_checkpoints_steps", "100000", "--iterations_per_loop", "1",
+          "--precision", precision_name]
 
 
 def thread_env(threads):
@@ -113,7 +131,35 @@ def run(command, env, output_dir):
   return stats
 
 
+def gemm_peaks(precisions):
+  """{precision: median GFLOP/s of a square matmul}, default threads."""
+  peaks = {}
+  for name in precisions:
+    seconds, _ = synthetic.measure_gemm(FLAGS.gemm_size,
+                                        precision.compute_type(name))
+    peaks[name] = 2.0 * FLAGS.gemm_size ** 3 / float(np.median(seconds)) / 1e9
+  return peaks
+
+
 def main(_):
+  precisions = FLAGS.precisions.split(",")
+  for name in precisions:
+    if name not in precision.PRECISIONS:
+      raise command_line.InputError("--precisions: unknown precision %r" %
+                                    name)
+  setups = [
+      ("1 process, default threads", None, 1),
+      ("1 process, 2 threads", 2, 1),
+      ("2 Horovod processes x 1 thread", 1, 2),
+  ]
+  students = FLAGS.students
+  if FLAGS.quick:
+    setups = setups[:1]
+    if FLAGS["students"].using_default_value:
+      students = "4x256"
+    if FLAGS["timed_steps"].using_default_value:
+      FLAGS.timed_steps = 2
+  peaks = gemm_peaks(precisions)
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_train_")
   os.makedirs(work_dir, exist_ok=True)
   records = os.path.join(work_dir, "records.tfrecord")
@@ -125,47 +171,70 @@ def main(_):
   steps = WARMUP_STEPS + FLAGS.timed_steps
   rows = []
   try:
-    for student in FLAGS.students.split(","):
+    for student in students.split(","):
       layers, hidden = (int(x) for x in student.split("x"))
       config_path = os.path.join(work_dir, "student_%s.json" % student)
       with open(config_path, "w") as f:
         json.dump(synthetic.bert_config_dict(layers, hidden), f)
-      setups = [
-          ("1 process, default threads", None, 1),
-          ("1 process, 2 threads", 2, 1),
-          ("2 Horovod processes x 1 thread", 1, 2),
-      ]
       for name, threads, processes in setups:
-        output_dir = os.path.join(work_dir, "out_%s_%d_%s" % (
-            student, processes, threads))
-        shutil.rmtree(output_dir, ignore_errors=True)
-        if processes == 1:
-          command = [sys.executable, single] + trainer_flags(
-              config_path, records, output_dir, FLAGS.batch, steps)
-        else:
-          # Each rank: half the batch; the trainer divides the steps.
-          command = [os.path.join(VENV_BIN, "horovodrun"), "-np", "2", "-H",
-                     "localhost:2", "--gloo", sys.executable, distributed
-                    ] + trainer_flags(config_path, records, output_dir,
-                                      FLAGS.batch // 2, steps * 2)
-        stats = run(command, thread_env(threads), output_dir)
-        rows.append((student, stats["params"], name, stats["train_seq_per_s"],
-                     stats["wall"]))
-        print("%-7s %-32s %8.2f seq/s  (run %.0f s)" % (
-            student, name, stats["train_seq_per_s"], stats["wall"]),
-              flush=True)
+        for precision_name in precisions:
+          output_dir = os.path.join(work_dir, "out_%s_%d_%s_%s" % (
+              student, processes, threads, precision_name))
+          shutil.rmtree(output_dir, ignore_errors=True)
+          if processes == 1:
+            command = [sys.executable, single] + trainer_flags(
+                config_path, records, output_dir, FLAGS.batch, steps,
+                precision_name)
+          else:
+            # Each rank: half the batch; the trainer divides the steps.
+            command = [os.path.join(VENV_BIN, "horovodrun"), "-np", "2",
+                       "-H", "localhost:2", "--gloo", sys.executable,
+                       distributed] + trainer_flags(
+                           config_path, records, output_dir,
+                           FLAGS.batch // 2, steps * 2, precision_name)
+          stats = run(command, thread_env(threads), output_dir)
+          rows.append((student, stats["params"], name, precision_name,
+                       stats["train_seq_per_s"], stats["wall"]))
+          print("%-7s %-32s %-5s %8.2f seq/s  (run %.0f s)" % (
+              student, name, precision_name, stats["train_seq_per_s"],
+              stats["wall"]), flush=True)
   finally:
     if not FLAGS.work_dir:
       shutil.rmtree(work_dir, ignore_errors=True)
 
   print("\nStudent training on CPU (%d cores), seq %d, global batch %d, "
-        "%d timed steps after %d warm-up steps:\n" % (
-            os.cpu_count(), MAX_SEQ_LENGTH, FLAGS.batch, FLAGS.timed_steps,
-            WARMUP_STEPS))
-  print("| student (layers x hidden) | parameters | setup | sequences/s |")
-  print("| --- | ---: | --- | ---: |")
-  for student, params, name, rate, _ in rows:
-    print("| %s | %.1fM | %s | %.2f |" % (student, params / 1e6, name, rate))
+        "%d timed steps after %d warm-up steps; load average %.1f at the "
+        "end:\n" % (os.cpu_count(), MAX_SEQ_LENGTH, FLAGS.batch,
+                    FLAGS.timed_steps, WARMUP_STEPS, os.getloadavg()[0]))
+  print("| student (layers x hidden) | parameters | setup | precision | "
+        "sequences/s | % of its GEMM peak |")
+  print("| --- | ---: | --- | --- | ---: | ---: |")
+  rates = {}
+  for student, params, name, precision_name, rate, _ in rows:
+    rates[student, name, precision_name] = rate
+    print("| %s | %.1fM | %s | %s | %.2f | %.0f%% |" % (
+        student, params / 1e6, name, precision_name, rate,
+        100.0 * rate * step_flops(student) / 1e9 / peaks[precision_name]))
+  print("\nGEMM peaks (%d^3, this process, default threads): %s" % (
+      FLAGS.gemm_size, ", ".join("%s %.1f GFLOP/s" % (name, peak)
+                                 for name, peak in sorted(peaks.items()))))
+  if "fp32" in precisions and "bf16" in precisions:
+    print("\n| student | setup | bf16 / fp32 (issue's goal at batch 32: "
+          ">= 1.8x) |")
+    print("| --- | --- | ---: |")
+    for student in students.split(","):
+      for name, _, _ in setups:
+        print("| %s | %s | %.2fx |" % (
+            student, name, rates[student, name, "bf16"] /
+            rates[student, name, "fp32"]))
+
+
+def step_flops(student):
+  """FLOPs of one training sequence: 3x the forward pass."""
+  layers, hidden = (int(x) for x in student.split("x"))
+  config = modeling.BertConfig.from_dict(
+      synthetic.bert_config_dict(layers, hidden))
+  return 3 * synthetic.forward_flops(config, MAX_SEQ_LENGTH, MAX_PREDICTIONS)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,17 @@ create_pretraining_data.py.
   grow with the dump.
 - A malformed JSON line is counted and skipped with a warning naming the file
   and the line number.
-- The output is written to a temporary file and renamed when complete.
+- The output is written to a temporary file and renamed when complete and
+  holding at least one article, so a failed run keeps an earlier --write_file.
 """
 
 import bz2
 import html
 import json
-import multiprocessing
 import os
+import re
 import shutil
 import sys
-import tempfile
 import time
 
 from absl import flags
@@ -35,6 +35,8 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import command_line
+import temporary_files
+import worker_pool
 from sentence_splitter import split_sentences
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -58,6 +60,8 @@ FLAGS = flags.FLAGS
 
 # Warnings about malformed lines printed per file; the rest are only counted.
 MAX_WARNINGS_PER_FILE = 20
+
+InputError = command_line.InputError
 
 
 def article_sentences(record, min_sentence_chars=0):
@@ -102,7 +106,7 @@ def format_file(path, out, min_sentence_chars=0):
         sentences = article_sentences(record, min_sentence_chars)
       except (ValueError, TypeError, KeyError, AttributeError) as error:
         if line_number == 1 and line.lstrip().startswith("<doc"):
-          raise ValueError(
+          raise InputError(
               "%s is in WikiExtractor's <doc> format, not JSON: run "
               "WikiExtractor with --json (see extract_wikipedia_for_bert/"
               "README.md)." % path)
@@ -152,56 +156,84 @@ def formatted_parts(paths, part_dir, num_workers, min_sentence_chars):
     for task in tasks:
       yield format_file_to_part(task)
     return
-  with multiprocessing.Pool(num_workers) as pool:
-    for result in pool.imap(format_file_to_part, tasks, chunksize=1):
-      yield result
+  # Workers finish in any order; hold results back until their turn.
+  finished = {}
+  next_index = 0
+  for index, result in worker_pool.run_tasks(
+      format_file_to_part, tasks, num_workers,
+      describe_task=lambda task: task[0]):
+    finished[index] = result
+    while next_index in finished:
+      yield finished.pop(next_index)
+      next_index += 1
 
 
-def write_text(paths, write_file, num_workers, min_sentence_chars):
-  """Formats `paths` into `write_file` atomically; returns the total counts."""
-  out_dir = os.path.dirname(os.path.abspath(write_file))
-  os.makedirs(out_dir, exist_ok=True)
+def append_parts(paths, out, part_dir, num_workers, min_sentence_chars):
+  """Formats `paths` and appends them to the file `out`; returns the counts."""
   totals = {"articles": 0, "sentences": 0, "malformed": 0, "empty": 0}
   start_time = time.time()
-  handle, temp_path = tempfile.mkstemp(
-      dir=out_dir, prefix=".%s." % os.path.basename(write_file), suffix=".tmp")
-  try:
-    with os.fdopen(handle, "w", encoding="utf-8") as out, \
-        tempfile.TemporaryDirectory(dir=out_dir, prefix=".parts.") as part_dir:
-      parts = formatted_parts(paths, part_dir, num_workers, min_sentence_chars)
-      for done, (part_path, counts, warnings) in enumerate(parts, 1):
-        for warning in warnings:
-          logging.warning(warning)
-        with open(part_path, "r", encoding="utf-8") as part:
-          shutil.copyfileobj(part, out, 1 << 20)
-        os.remove(part_path)
-        for key in totals:
-          totals[key] += counts[key]
-        elapsed = max(time.time() - start_time, 1e-6)
-        logging.info(
-            "Formatted %d/%d files: %d articles, %d sentences "
-            "(%.0f articles/s, %.0f sentences/s)", done, len(paths),
-            totals["articles"], totals["sentences"],
-            totals["articles"] / elapsed, totals["sentences"] / elapsed)
-    os.chmod(temp_path, 0o644)
-    os.replace(temp_path, write_file)
-  except BaseException:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-    raise
+  parts = formatted_parts(paths, part_dir, num_workers, min_sentence_chars)
+  for done, (part_path, counts, warnings) in enumerate(parts, 1):
+    for warning in warnings:
+      logging.warning(warning)
+    with open(part_path, "r", encoding="utf-8") as part:
+      shutil.copyfileobj(part, out, 1 << 20)
+    os.remove(part_path)
+    for key in totals:
+      totals[key] += counts[key]
+    elapsed = max(time.time() - start_time, 1e-6)
+    logging.info(
+        "Formatted %d/%d files: %d articles, %d sentences "
+        "(%.0f articles/s, %.0f sentences/s)", done, len(paths),
+        totals["articles"], totals["sentences"],
+        totals["articles"] / elapsed, totals["sentences"] / elapsed)
   return totals
 
 
+def write_text(paths, write_file, num_workers, min_sentence_chars):
+  """Formats `paths` into `write_file` atomically; returns the total counts.
+
+  Raises InputError, leaving an existing `write_file` as it was, when no
+  article text is found. Temporaries left by a killed earlier run are
+  removed first.
+  """
+  out_dir = os.path.dirname(os.path.abspath(write_file))
+  os.makedirs(out_dir, exist_ok=True)
+  name = os.path.basename(write_file)
+  temporary_files.remove_stale(out_dir, re.escape(name) + r"(\.parts)?")
+  part_dir = temporary_files.temporary_dir(".%s.parts" % name, out_dir)
+
+  def write(out):
+    totals = append_parts(paths, out, part_dir, num_workers,
+                          min_sentence_chars)
+    if totals["articles"] == 0:
+      raise InputError(
+          "No article text found under --folder %s (%d empty pages, %d "
+          "malformed lines); %s was not written." % (
+              FLAGS.folder, totals["empty"], totals["malformed"], write_file))
+    return totals
+
+  try:
+    return temporary_files.write_atomically(write_file, write)
+  except worker_pool.WorkerDied as error:
+    raise InputError("A %s." % error) from None
+  finally:
+    temporary_files.discard(part_dir)
+
+
 def check_flags():
-  """Raises ValueError with the flag to fix when the flags are unusable."""
+  """Raises InputError with the flag to fix when the flags are unusable."""
   if not os.path.isdir(FLAGS.folder):
-    raise ValueError("--folder %s is not a directory; give the output folder "
+    raise InputError("--folder %s is not a directory; give the output folder "
                      "of WikiExtractor." % FLAGS.folder)
+  if os.path.isdir(FLAGS.write_file):
+    raise InputError("--write_file %s is a directory; give the path of the "
+                     "text file to write." % FLAGS.write_file)
   if FLAGS.num_workers < 1:
-    raise ValueError("--num_workers must be at least 1, got %d." %
+    raise InputError("--num_workers must be at least 1, got %d." %
                      FLAGS.num_workers)
   if FLAGS.min_sentence_chars < 0:
-    raise ValueError("--min_sentence_chars must be >= 0, got %d." %
+    raise InputError("--min_sentence_chars must be >= 0, got %d." %
                      FLAGS.min_sentence_chars)
 
 
@@ -211,7 +243,7 @@ def main(_):
   write_path = os.path.abspath(FLAGS.write_file)
   paths = [p for p in paths if os.path.abspath(p) != write_path]
   if not paths:
-    raise ValueError("--folder %s holds no files; run WikiExtractor with "
+    raise InputError("--folder %s holds no files; run WikiExtractor with "
                      "--json first." % FLAGS.folder)
   num_workers = min(FLAGS.num_workers, len(paths))
   logging.info("Formatting %d files with %d workers into %s", len(paths),
@@ -222,9 +254,6 @@ def main(_):
                "%d malformed lines skipped)", totals["articles"],
                totals["sentences"], FLAGS.write_file, totals["empty"],
                totals["malformed"])
-  if totals["articles"] == 0:
-    raise ValueError("No article text found under --folder %s." %
-                     FLAGS.folder)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@
 # DUMP is a pages-articles dump (.xml or .xml.bz2). OUTPUT_DIR receives the
 # tree AA/wiki_00, AA/wiki_01, ... It must not exist yet or be empty. The
 # extraction goes to OUTPUT_DIR.partial first and is renamed when complete, so
-# an interrupted run never leaves a half-filled OUTPUT_DIR.
+# an interrupted run never leaves a half-filled OUTPUT_DIR; OUTPUT_DIR.partial
+# is removed when the extraction fails or is stopped. A damaged dump (a .bz2
+# cut short or with flipped bytes, a .xml without its final </mediawiki>)
+# ends the run with an error naming it.
 #
 # Options (each has an environment variable as default):
 #   --processes N   extraction processes      (PROCESSES, default: all CPUs)
@@ -71,6 +74,11 @@ fi
 
 partial="$output.partial"
 rm -rf "$partial"
+# Whatever ends the run before the rename (an error, Ctrl-C, SIGTERM), the
+# half-filled folder goes.
+trap 'rm -rf "$partial"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 args=("$dump" --json --no-templates -o "$partial" --processes "$processes" --bytes "$bytes")
 if [[ "$compress" == 1 ]]; then
   args+=(--compress)
@@ -79,9 +87,11 @@ fi
 echo "Extracting $dump into $output with $processes processes" >&2
 # --no-templates: 3.0.6 never expands templates in its output, so the extra
 # pass over the dump that collects template definitions is skipped.
-"$PYTHON" "$here/wikiextractor_compat.py" "${args[@]}"
+"$PYTHON" "$here/wikiextractor_compat.py" "${args[@]}" ||
+  die "extracting $dump failed (see the ERROR above); nothing was written to $output"
 
 [[ -d "$partial" ]] || die "WikiExtractor wrote nothing (see its messages above)"
 rmdir "$output" 2>/dev/null || true
 mv "$partial" "$output"
+trap - EXIT
 echo "Done: $(find "$output" -type f | wc -l) files in $output" >&2

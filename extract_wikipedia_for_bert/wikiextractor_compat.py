@@ -6,7 +6,7 @@ Takes the same arguments as `python -m wikiextractor.WikiExtractor`:
   python extract_wikipedia_for_bert/wikiextractor_compat.py DUMP.xml.bz2 \\
       --json -o extracted --processes 2 --bytes 100M
 
-The installed package is not edited. Three small runtime patches fix bugs of
+The installed package is not edited. Four small runtime patches fix bugs of
 3.0.6 that break our use of it:
 
 1. It does not import on Python 3.11. Two regular expressions in
@@ -22,11 +22,19 @@ The installed package is not edited. Three small runtime patches fix bugs of
    its last file, so the file's write buffer is lost. We close it.
 3. `--compress` crashes (str written to a binary bz2 file) and then hangs. We
    encode the text as UTF-8 before it reaches the bz2 file.
+4. A damaged dump (a .bz2 cut short or with flipped bytes) makes it print an
+   error and then wait forever for its child processes; a plain .xml dump
+   cut short is extracted in part without a word. The dump is now read
+   through CheckedDump, which turns a decompression error, text that is not
+   UTF-8, or a missing final </mediawiki> into a DumpError naming the dump;
+   the child processes are then stopped and we exit with status 1.
 
-Fixes 2 and 3 are applied to version 3.0.6 only (the version pinned in
+Fixes 2, 3 and 4 are applied to version 3.0.6 only (the version pinned in
 requirements.txt); later versions rewrote the code they patch.
 """
 
+import multiprocessing
+import os
 import re
 import sys
 
@@ -77,6 +85,99 @@ def encode_when_compressing(write):
   return patched_write
 
 
+class DumpError(Exception):
+  """The dump is damaged or incomplete."""
+
+
+# The last line of a complete MediaWiki XML dump.
+DUMP_END = "</mediawiki>"
+# Bytes at the end of an uncompressed dump searched for DUMP_END up front.
+TAIL_BYTES = 4096
+
+
+class CheckedDump(object):
+  """The lines of a dump, raising DumpError when it is damaged or cut short.
+
+  Iterating resumes where the last loop stopped (WikiExtractor reads the
+  site info in a first loop and the pages in a second one).
+  """
+
+  def __init__(self, path, lines):
+    self.path = path
+    self._file = lines
+    self._lines = self._checked_lines()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self._lines)
+
+  def close(self):
+    self._file.close()
+
+  def _checked_lines(self):
+    last_tag_line = ""
+    try:
+      for line in self._file:
+        if "<" in line:
+          last_tag_line = line
+        yield line
+    except (EOFError, OSError, UnicodeDecodeError) as error:
+      raise DumpError("the dump %s is damaged (%s: %s); download it again" %
+                      (self.path, type(error).__name__, error)) from None
+    if last_tag_line.strip() != DUMP_END:
+      raise DumpError(missing_end_message(self.path))
+
+
+def missing_end_message(path):
+  """The error for a dump that does not end with </mediawiki>."""
+  return ("the dump %s is incomplete or damaged: it does not end with %s "
+          "(a download cut short?); download it again" % (path, DUMP_END))
+
+
+def check_uncompressed_end(path):
+  """Raises DumpError at once when an uncompressed dump lacks its end."""
+  with open(path, "rb") as dump:
+    dump.seek(max(0, os.path.getsize(path) - TAIL_BYTES))
+    tail = dump.read()
+  if tail.rstrip().endswith(DUMP_END.encode()):
+    return
+  raise DumpError(missing_end_message(path))
+
+
+def open_checked(decode_open):
+  """Wraps decode_open so that every dump is read through CheckedDump."""
+
+  def patched_decode_open(filename, mode="rt", encoding="utf-8"):
+    if os.path.splitext(filename)[1] not in (".bz2", ".gz"):
+      check_uncompressed_end(filename)
+    return CheckedDump(filename, decode_open(filename, mode, encoding))
+
+  return patched_decode_open
+
+
+def stop_children_on_error(process_dump):
+  """Wraps process_dump so that an error stops its child processes.
+
+  Otherwise the reduce process waits forever for pages that never come and
+  the interpreter, which joins it at exit, never ends.
+  """
+
+  def patched_process_dump(*args, **kwargs):
+    try:
+      return process_dump(*args, **kwargs)
+    except BaseException as error:
+      for child in multiprocessing.active_children():
+        child.kill()
+        child.join()
+      if isinstance(error, DumpError):
+        sys.exit("ERROR: %s" % error)
+      raise
+
+  return patched_process_dump
+
+
 def import_wikiextractor():
   """Imports wikiextractor.WikiExtractor with the fixes applied."""
   original_compile = re.compile
@@ -94,6 +195,9 @@ def import_wikiextractor():
       WikiExtractor.reduce_process)
   WikiExtractor.OutputSplitter.write = encode_when_compressing(
       WikiExtractor.OutputSplitter.write)
+  WikiExtractor.decode_open = open_checked(WikiExtractor.decode_open)
+  WikiExtractor.process_dump = stop_children_on_error(
+      WikiExtractor.process_dump)
   return WikiExtractor
 
 

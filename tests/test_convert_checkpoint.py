@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 import tensorflow as tf
 
 import conftest
-import convert_checkpoint
+import checkpoint_conversion
 import modeling
 import record_format
 import student_init
@@ -27,7 +27,7 @@ from test_teacher_labels import save_random_teacher
 
 tf1 = tf.compat.v1
 
-InputError = convert_checkpoint.InputError
+InputError = checkpoint_conversion.InputError
 SEQ_LENGTH = 32
 PREDICTIONS = 5
 NUM_RECORDS = 12
@@ -295,12 +295,12 @@ def assert_same_forward(expected, actual_rows):
 
 
 def round_trip(tmp_path, first, second):
-  """Converts tmp_path/<first> to tmp_path/<second>, then back to tmp_path/back."""
+  """Converts tmp_path/<first> to tmp_path/<second>, then back to .../back."""
   formats = {"google": "google", "hf": "huggingface"}
-  convert_checkpoint.convert(formats[first], formats[second],
-                             str(tmp_path / first), str(tmp_path / second))
-  convert_checkpoint.convert(formats[second], formats[first],
-                             str(tmp_path / second), str(tmp_path / "back"))
+  checkpoint_conversion.convert(formats[first], formats[second],
+                                str(tmp_path / first), str(tmp_path / second))
+  checkpoint_conversion.convert(formats[second], formats[first],
+                                str(tmp_path / second), str(tmp_path / "back"))
 
 
 def assert_bit_identical(expected, actual):
@@ -336,7 +336,7 @@ def test_huggingface_to_google_to_huggingface_is_bit_identical(
   assert_bit_identical(
       tensors, load_file(str(tmp_path / "back" / "model.safetensors")))
   back_config = read_json(str(tmp_path / "back" / "config.json"))
-  for key in convert_checkpoint.GOOGLE_CONFIG_KEYS + (
+  for key in checkpoint_conversion.GOOGLE_CONFIG_KEYS + (
       "model_type", "architectures", "layer_norm_eps",
       "position_embedding_type", "pad_token_id"):
     expected = same_function_name if key == "hidden_act" else config[key]
@@ -346,8 +346,9 @@ def test_huggingface_to_google_to_huggingface_is_bit_identical(
 def test_huggingface_folder_has_the_bert_for_pretraining_layout(
     tmp_path, tiny_vocab):
   config = write_google_folder(str(tmp_path / "google"), tiny_vocab[0])
-  convert_checkpoint.convert("google", "huggingface", str(tmp_path / "google"),
-                             str(tmp_path / "hf"), do_lower_case=False)
+  checkpoint_conversion.convert("google", "huggingface",
+                                str(tmp_path / "google"), str(tmp_path / "hf"),
+                                do_lower_case=False)
   folder = tmp_path / "hf"
   assert sorted(os.listdir(str(folder))) == [
       "config.json", "model.safetensors", "tokenizer_config.json",
@@ -386,8 +387,8 @@ def test_export_computes_what_the_google_checkpoint_computes(
     tmp_path, tiny_vocab, rows, hidden_act):
   google = str(tmp_path / "google")
   write_google_folder(google, tiny_vocab[0], hidden_act)
-  convert_checkpoint.convert("google", "huggingface", google,
-                             str(tmp_path / "hf"))
+  checkpoint_conversion.convert("google", "huggingface", google,
+                                str(tmp_path / "hf"))
   hf_config = read_json(str(tmp_path / "hf" / "config.json"))
   tensors = load_file(str(tmp_path / "hf" / "model.safetensors"))
   expected = [numpy_hf_forward(tensors, hf_config, row) for row in rows]
@@ -407,8 +408,8 @@ def test_import_computes_what_the_huggingface_model_computes(
   hf_config, tensors = write_hf_folder(str(tmp_path / "hf"), tiny_vocab[0],
                                        hidden_act)
   google = str(tmp_path / "google")
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                             google)
+  checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "hf"),
+                                google)
   assert read_json(os.path.join(google, "bert_config.json"))[
       "hidden_act"] == {"gelu": "gelu_exact", "gelu_new": "gelu"}[hidden_act]
   expected = [numpy_hf_forward(tensors, hf_config, row) for row in rows]
@@ -449,17 +450,17 @@ def test_import_reads_masked_lm_and_bare_model_layouts(tmp_path, tiny_vocab):
       str(tmp_path / "mlm"), tiny_vocab[0], heads=("masked_lm",),
       architecture="BertForMaskedLM", file_names=old_names,
       extra=tied_decoder_and_buffer)
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "mlm"),
-                             str(tmp_path / "mlm_google"))
+  checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "mlm"),
+                                str(tmp_path / "mlm_google"))
   names = set(read_checkpoint(str(tmp_path / "mlm_google" /
                                   "bert_model.ckpt")))
   assert "cls/predictions/output_bias" in names
   assert not any(name.startswith(("cls/seq_relationship", "bert/pooler"))
                  for name in names)
   assert len(names) == 46 - 4
-  convert_checkpoint.convert("google", "huggingface",
-                             str(tmp_path / "mlm_google"),
-                             str(tmp_path / "mlm_back"))
+  checkpoint_conversion.convert("google", "huggingface",
+                                str(tmp_path / "mlm_google"),
+                                str(tmp_path / "mlm_back"))
   assert read_json(str(tmp_path / "mlm_back" / "config.json"))[
       "architectures"] == ["BertForMaskedLM"]
   assert_bit_identical(
@@ -471,15 +472,15 @@ def test_import_reads_masked_lm_and_bare_model_layouts(tmp_path, tiny_vocab):
       str(tmp_path / "bare"), tiny_vocab[0], heads=("pooler",),
       architecture="BertModel",
       file_names={name: name[len("bert."):] for name in bare_layout})
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "bare"),
-                             str(tmp_path / "bare_google"))
+  checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "bare"),
+                                str(tmp_path / "bare_google"))
   google = read_checkpoint(str(tmp_path / "bare_google" / "bert_model.ckpt"))
   assert not any(name.startswith("cls/") for name in google)
   np.testing.assert_array_equal(google["bert/pooler/dense/kernel"],
                                 bare["bert.pooler.dense.weight"].T)
-  convert_checkpoint.convert("google", "huggingface",
-                             str(tmp_path / "bare_google"),
-                             str(tmp_path / "bare_back"))
+  checkpoint_conversion.convert("google", "huggingface",
+                                str(tmp_path / "bare_google"),
+                                str(tmp_path / "bare_back"))
   assert read_json(str(tmp_path / "bare_back" / "config.json"))[
       "architectures"] == ["BertModel"]
 
@@ -487,8 +488,8 @@ def test_import_reads_masked_lm_and_bare_model_layouts(tmp_path, tiny_vocab):
 def test_converted_checkpoint_initialises_a_student_by_name(tmp_path,
                                                             tiny_vocab):
   _, tensors = write_hf_folder(str(tmp_path / "hf"), tiny_vocab[0])
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                             str(tmp_path / "google"))
+  checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "hf"),
+                                str(tmp_path / "google"))
   checkpoint = str(tmp_path / "google" / "bert_model.ckpt")
   config = modeling.BertConfig.from_json_file(
       str(tmp_path / "google" / "bert_config.json"))
@@ -598,7 +599,7 @@ def test_student_of_a_masked_lm_teacher_trains_and_exports(
   assert "teacher_top1_agreement" in results and "kd_loss" in results
 
   # The trainer's output_dir (optimizer state included) exports to HF.
-  convert_checkpoint.convert(
+  checkpoint_conversion.convert(
       "google", "huggingface", output_dir, str(tmp_path / "student_hf"),
       bert_config_file=os.path.join(teacher["google"], "bert_config.json"),
       vocab_file=os.path.join(teacher["google"], "vocab.txt"))
@@ -611,7 +612,7 @@ def test_student_of_a_masked_lm_teacher_trains_and_exports(
                  and name != "global_step"]
   assert len(exported) == len(model_names) == 46
   for name in model_names:
-    hf_name, transpose = convert_checkpoint.hf_name_for(name)
+    hf_name, transpose = checkpoint_conversion.hf_name_for(name)
     expected = trained[name].T if transpose else trained[name]
     assert exported[hf_name].tobytes() == np.ascontiguousarray(
         expected).tobytes(), name
@@ -687,8 +688,8 @@ def test_import_errors(tmp_path, tiny_vocab, make_folder, message):
   make_folder(folder, tiny_vocab[0])
   with pytest.raises(InputError, match=message.replace("(", r"\(").replace(
       ")", r"\)")):
-    convert_checkpoint.convert("huggingface", "google", folder,
-                               str(tmp_path / "out"))
+    checkpoint_conversion.convert("huggingface", "google", folder,
+                                  str(tmp_path / "out"))
   assert not os.path.exists(str(tmp_path / "out"))
   assert os.listdir(str(tmp_path)) == ["hf"]  # No temporary folder left.
 
@@ -701,40 +702,40 @@ def test_export_errors(tmp_path, tiny_vocab):
     f.write("\n".join(tiny_vocab[1][:100]) + "\n")
   with pytest.raises(InputError, match="holds 100 tokens but the model's "
                      "config says vocab_size 144"):
-    convert_checkpoint.convert("google", "huggingface", google,
-                               str(tmp_path / "out"), vocab_file=short_vocab)
+    checkpoint_conversion.convert("google", "huggingface", google,
+                                  str(tmp_path / "out"), vocab_file=short_vocab)
   os.makedirs(str(tmp_path / "trainer_dir"))
   shutil.copyfile(os.path.join(google, "bert_model.ckpt.index"),
                   str(tmp_path / "trainer_dir" / "model.ckpt-5.index"))
   with pytest.raises(InputError, match="has no bert_config.json; pass the "
                      "model's config with --bert_config_file"):
-    convert_checkpoint.convert("google", "huggingface",
-                               str(tmp_path / "trainer_dir"),
-                               str(tmp_path / "out"))
+    checkpoint_conversion.convert("google", "huggingface",
+                                  str(tmp_path / "trainer_dir"),
+                                  str(tmp_path / "out"))
   with pytest.raises(InputError, match="is the input folder"):
-    convert_checkpoint.convert("google", "huggingface", google, google)
+    checkpoint_conversion.convert("google", "huggingface", google, google)
   assert not os.path.exists(str(tmp_path / "out"))
 
 
 def test_output_with_a_checkpoint_needs_overwrite(tmp_path, tiny_vocab):
   write_hf_folder(str(tmp_path / "hf"), tiny_vocab[0], seed=1)
   google = str(tmp_path / "google")
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                             google)
+  checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "hf"),
+                                google)
   before = read_checkpoint(os.path.join(google, "bert_model.ckpt"))
   write_hf_folder(str(tmp_path / "hf"), tiny_vocab[0], seed=2)
   with pytest.raises(InputError, match="already holds a checkpoint "
                      r"\(bert_model.ckpt.data-00000-of-00001, "
                      r"bert_model.ckpt.index\); pass --overwrite"):
-    convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                               google)
+    checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "hf"),
+                                  google)
   unchanged = read_checkpoint(os.path.join(google, "bert_model.ckpt"))
   assert all(np.array_equal(unchanged[name], value)
              for name, value in before.items())
   with open(os.path.join(google, "notes.txt"), "w") as f:
     f.write("kept")
-  convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                             google, overwrite=True)
+  checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "hf"),
+                                google, overwrite=True)
   after = read_checkpoint(os.path.join(google, "bert_model.ckpt"))
   assert not np.array_equal(after["bert/pooler/dense/bias"],
                             before["bert/pooler/dense/bias"])
@@ -749,10 +750,10 @@ def test_failed_write_leaves_no_output(tmp_path, tiny_vocab, monkeypatch):
   def disk_full(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
-  monkeypatch.setattr(convert_checkpoint.shutil, "copyfile", disk_full)
+  monkeypatch.setattr(checkpoint_conversion.shutil, "copyfile", disk_full)
   with pytest.raises(OSError):
-    convert_checkpoint.convert("huggingface", "google", str(tmp_path / "hf"),
-                               str(tmp_path / "google"))
+    checkpoint_conversion.convert("huggingface", "google", str(tmp_path / "hf"),
+                                  str(tmp_path / "google"))
   assert os.listdir(str(tmp_path)) == ["hf"]
 
 

@@ -10,6 +10,7 @@ import os
 import struct
 
 from conftest import run_script
+import precision
 
 STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
           "teacher_labels", "teacher_eval", "distilled_student",
@@ -71,6 +72,12 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   for model in MODELS:
     assert model in markdown
   assert "distilled minus init-only" in markdown
+  # bf16 where the CPU runs it fast, and the report says which.
+  expected = ("fp32" if precision.hardware_warning(
+      "bf16", precision.cpu_flags(), []) else "bf16")
+  assert report["precision"] == expected
+  assert "`--precision %s`" % expected in markdown
+  assert "--precision %s" % expected in result.stdout
   width, height = png_size(out / "mlm_accuracy.png")
   assert width > 100 and height > 100
 

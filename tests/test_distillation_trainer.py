@@ -539,7 +539,7 @@ def test_teacher_index_beyond_student_vocab(data, tmp_path):
 
 
 def test_empty_glob_and_empty_file(data, tmp_path):
-  with pytest.raises(trainer.InputError, match="--input_file .* matches no "
+  with pytest.raises(trainer.InputError, match="--input_file: .* matches no "
                      "files"):
     training_input.expand_files(str(tmp_path / "nothing*.tfrecord"), "--input_file")
   empty = str(tmp_path / "empty.tfrecord")
@@ -591,10 +591,18 @@ def test_distillation_lowers_loss_and_raises_agreement(data, tmp_path):
                 temperature=2.0, kd_target="renormalized",
                 hard_label_weight=0.0, num_train_steps=120,
                 num_warmup_steps=10, save_checkpoints_steps=60)
-  # Evaluating before any training measures the random student.
+  # Evaluating a randomly initialised checkpoint measures the untrained
+  # student (eval-only needs a checkpoint).
+  untrained = str(tmp_path / "untrained" / "model.ckpt")
+  with tf.Graph().as_default():
+    build_student(data["student_config"])
+    with tf1.Session() as session:
+      session.run(tf1.global_variables_initializer())
+      tf1.train.Saver().save(session, untrained)
   conftest.run_script(SCRIPT, *trainer_args(
-      data, str(tmp_path / "untrained"), "--do_eval", "True", **common))
-  before = read_eval_results(str(tmp_path / "untrained"))
+      data, str(tmp_path / "untrained_eval"), "--do_eval", "True",
+      init_checkpoint=untrained, **common))
+  before = read_eval_results(str(tmp_path / "untrained_eval"))
 
   result = conftest.run_script(SCRIPT, *trainer_args(
       data, out, "--do_train", "True", "--do_eval", "True",
@@ -707,7 +715,7 @@ def test_step_timeout_aborts_a_stuck_run(data, tmp_path):
   """A named pipe that no one writes to blocks the input for good."""
   good = str(tmp_path / "a_good.tfrecord")
   shutil.copy(data["distill.tfrecord"], good)
-  stuck = str(tmp_path / "z_stuck.tfrecord")  # Sorted last: not checked.
+  stuck = str(tmp_path / "z_stuck.tfrecord")  # A pipe: not checked.
   os.mkfifo(stuck)
   start = time.time()
   result = conftest.run_script(SCRIPT, *trainer_args(
@@ -758,7 +766,7 @@ def run_launcher(command, temp_dir):
   output = result.stdout + result.stderr
   assert result.returncode == 0, output[-6000:]
   # Rank 1 did use a scratch dir there, and removed it.
-  assert os.path.join(temp_dir, "distill_rank1_") in output
+  assert os.path.join(temp_dir, "distill_rank1.tmp-") in output
   assert not glob.glob(os.path.join(temp_dir, "distill_rank*")), (
       "a rank left its scratch model dir")
   return output

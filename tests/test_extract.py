@@ -226,7 +226,7 @@ def test_clear_errors(tmp_path):
                       out, check=False)
   assert result.returncode != 0 and "--json" in result.stderr
   assert not os.path.exists(out)
-  assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+  assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
 
 
 def test_wrapper_errors(tmp_path):

@@ -347,7 +347,7 @@ def test_bad_input_gives_clear_errors(teacher, top_k_run, tmp_path):
        "feature masked_lm_ids holds %d values, but --max_predictions_per_seq"
        "=7. Set --max_predictions_per_seq=%d" % (PREDICTIONS, PREDICTIONS)),
       (args(input_file=str(tmp_path / "nothing-*.tfrecord")),
-       "--input_file: No input files match"),
+       "nothing-*.tfrecord' matches no files"),
       (without_checkpoint, "--init_checkpoint is required"),
       (partial_checkpoint, "does not match the model"),
       (args(input_file=top_k_output_file(teacher)), "already holds teacher "
