@@ -61,6 +61,10 @@ flags.DEFINE_bool(
     "Smoke run: the 4x256 student only, one process with default threads, "
     "2 timed steps.")
 flags.DEFINE_integer("gemm_size", 2048, "n of the n x n x n peak matmuls.")
+flags.DEFINE_integer(
+    "setups", 3,
+    "How many of the setups to run, in the order of the docstring (1 = one "
+    "process with default threads only).")
 
 FLAGS = flags.FLAGS
 
@@ -152,6 +156,9 @@ def main(_):
       ("1 process, 2 threads", 2, 1),
       ("2 Horovod processes x 1 thread", 1, 2),
   ]
+  if not 1 <= FLAGS.setups <= len(setups):
+    raise command_line.InputError("--setups must be 1 to %d" % len(setups))
+  setups = setups[:FLAGS.setups]
   students = FLAGS.students
   if FLAGS.quick:
     setups = setups[:1]
