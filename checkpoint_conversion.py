@@ -1,30 +1,13 @@
 # coding=utf-8
 """Converts BERT checkpoints between Google's format and Hugging Face's.
 
-The library behind convert_checkpoint.py (the command line, which holds the
-flags): tests and other scripts call convert() without defining them.
-
---from huggingface --to google: a Hugging Face BERT folder (config.json,
-model.safetensors, vocab.txt) becomes a Google release folder
-(bert_config.json, bert_model.ckpt.{index,data-00000-of-00001}, vocab.txt),
-which produce_teacher_labels.py and the trainers' --init_checkpoint read as
-they are.
-
---from google --to huggingface: a Google checkpoint (a release folder, a
-trainer's --output_dir, or one model.ckpt-N) becomes a Hugging Face folder
-(config.json, model.safetensors, vocab.txt, tokenizer_config.json) that
-transformers' BertForPreTraining (or BertForMaskedLM) and AutoTokenizer load.
-
-Every tensor is copied bit for bit. Dense kernels are transposed: Google
-stores them [in, out], Hugging Face [out, in]. The activation keeps its
-meaning, not its name: Google's "gelu" is the tanh approximation, which
-Hugging Face calls "gelu_new"; Hugging Face's "gelu" is the exact erf form,
-which bert_config.json calls "gelu_exact".
-
-A model without a next-sentence head (BertForMaskedLM) converts to a
-checkpoint without cls/seq_relationship; a bare BertModel to one without any
-head. PyTorch is not needed: tensors are read and written with safetensors'
-numpy API.
+The library behind convert_checkpoint.py, the command line, whose docstring
+describes both directions. Tests and other scripts call convert() without
+defining the script's flags. Every tensor is copied bit for bit; dense
+kernels are transposed (Google stores [in, out], Hugging Face [out, in]),
+and hidden_act keeps its meaning rather than its name (see
+GOOGLE_TO_HF_ACTIVATION). Tensors are read and written with safetensors'
+numpy API, so PyTorch is not needed.
 """
 
 import glob
