@@ -32,12 +32,8 @@ FORMATS = ("huggingface", "google")
 
 InputError = command_line.InputError
 
-# The keys of bert_config.json.
-GOOGLE_CONFIG_KEYS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-    "intermediate_size", "hidden_act", "hidden_dropout_prob",
-    "attention_probs_dropout_prob", "max_position_embeddings",
-    "type_vocab_size", "initializer_range")
+# The keys of bert_config.json, defined (and validated) once in modeling.py.
+GOOGLE_CONFIG_KEYS = modeling.CONFIG_KEYS
 
 # transformers' BertConfig defaults, used for keys a config.json leaves out.
 HF_CONFIG_DEFAULTS = {
@@ -471,10 +467,6 @@ def read_google(path, bert_config_file, vocab_file):
   except ValueError as error:
     raise InputError("--bert_config_file: %s" % error) from None
   config = bert_config.to_dict()
-  missing = [key for key in GOOGLE_CONFIG_KEYS
-             if getattr(bert_config, key, None) is None]
-  if missing:
-    raise InputError("%s lacks %s" % (bert_config_file, ", ".join(missing)))
   if bert_config.hidden_act not in GOOGLE_TO_HF_ACTIVATION:
     raise InputError("%s: hidden_act %r has no Hugging Face equivalent "
                      "(supported: %s)." % (bert_config_file,

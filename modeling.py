@@ -33,7 +33,8 @@ class ConfigError(ValueError):
   """A bert_config.json (or dict) that does not describe a BertModel."""
 
 
-# Every key of a bert_config.json. All are required in a file: a missing key would silently take a BERT-Base default.
+# Every key of a bert_config.json. All are required in a file: a missing key
+# would silently take a BERT-Base default.
 _INT_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
              "num_attention_heads", "intermediate_size",
              "max_position_embeddings", "type_vocab_size")

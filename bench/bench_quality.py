@@ -42,8 +42,8 @@ import tensorflow as tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import command_line  # pylint: disable=g-import-not-at-top
-import record_format  # pylint: disable=g-import-not-at-top
 import run_demo  # pylint: disable=g-import-not-at-top
+import temporary_files  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_bool("quick", False,
                   "Smoke test: the demo's --tiny models, a few steps, 2 "
@@ -236,9 +236,8 @@ def format_table(results):
 
 def write_results(path, results):
   """Writes the results JSON through a temporary file."""
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(path + ".tmp", path)
+  temporary_files.write_atomically(
+      path, lambda writer: json.dump(results, writer, indent=2))
 
 
 class Bench(object):
