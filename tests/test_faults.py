@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -29,10 +30,29 @@ TIMEOUT = 120
 
 
 def start(command, env=None):
-  """Starts `command` in a new process group, output captured."""
-  return subprocess.Popen(command, env=env or CHILD_ENV, cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, start_new_session=True)
+  """Starts `command` in a new process group, output captured in files.
+
+  Files, not pipes: a child that logs more than a pipe holds (64 KiB) while
+  the test waits for something else would block on its next write.
+  """
+  output_files = (tempfile.TemporaryFile(mode="w+"),
+                  tempfile.TemporaryFile(mode="w+"))
+  process = subprocess.Popen(command, env=env or CHILD_ENV, cwd=REPO,
+                             stdout=output_files[0], stderr=output_files[1],
+                             text=True, start_new_session=True)
+  process.output_files = output_files
+  return process
+
+
+def finish(process, timeout):
+  """Waits for `process` to end; returns its (stdout, stderr)."""
+  process.wait(timeout=timeout)
+  output = []
+  for output_file in process.output_files:
+    output_file.seek(0)
+    output.append(output_file.read())
+    output_file.close()
+  return tuple(output)
 
 
 def kill_group(process):
@@ -104,17 +124,29 @@ def create_command(vocab_file, input_dir, output_dir, dupe_factor=40):
 # --- hangs: a killed worker ------------------------------------------------
 
 
+def cpu_seconds(pid):
+  """User plus system CPU time used so far by process `pid`."""
+  with open("/proc/%d/stat" % pid) as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_killed_worker_ends_the_run_naming_it(pretraining_inputs, tmp_path):
   vocab_file, input_dir = pretraining_inputs
   output_dir = str(tmp_path / "out")
-  process = start(create_command(vocab_file, input_dir, output_dir))
+  # A dupe factor that keeps each worker busy for about a minute here: the
+  # worker is killed long before it could finish, even on a fast machine.
+  process = start(create_command(vocab_file, input_dir, output_dir,
+                                 dupe_factor=2000))
   try:
     workers = wait_for(lambda: len(children(process.pid)) >= 2 and
                        children(process.pid), what="two workers")
-    time.sleep(1.0)  # Let the workers start on their files.
+    # Forked workers start at zero CPU time: this one is on its file.
+    wait_for(lambda: cpu_seconds(workers[0]) >= 0.3,
+             what="the first worker to start on its file")
     assert process.poll() is None, "the run ended before a worker was killed"
     os.kill(workers[0], signal.SIGKILL)  # What the out-of-memory killer does.
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = finish(process, 60)
   finally:
     kill_group(process)
   assert process.returncode == 1, stderr[-3000:]
@@ -138,8 +170,10 @@ def test_sigterm_removes_temporaries_and_stops_workers(pretraining_inputs,
                                                        tmp_path):
   vocab_file, input_dir = pretraining_inputs
   output_dir = str(tmp_path / "out")
+  # Writing a file takes about 2 s here at this size; SIGTERM comes within
+  # 0.05 s of the first temporary, before that file is complete.
   process = start(create_command(vocab_file, input_dir, output_dir,
-                                 dupe_factor=200))
+                                 dupe_factor=400))
 
   def temporaries():
     if not os.path.isdir(output_dir):
@@ -150,7 +184,7 @@ def test_sigterm_removes_temporaries_and_stops_workers(pretraining_inputs,
     # Wait until a worker is writing its records under a temporary name.
     wait_for(temporaries, what="a temporary record file")
     os.kill(process.pid, signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = finish(process, 60)
   finally:
     kill_group(process)
   assert process.returncode == -signal.SIGTERM, stderr[-3000:]
@@ -182,7 +216,7 @@ def test_next_run_removes_stale_temporaries_of_its_own_outputs(
   process = start(create_command(vocab_file, input_dir, str(output_dir),
                                  dupe_factor=1))
   try:
-    _, stderr = process.communicate(timeout=TIMEOUT)
+    _, stderr = finish(process, TIMEOUT)
   finally:
     kill_group(process)
   assert process.returncode == 0, stderr[-3000:]
@@ -226,7 +260,7 @@ def run_wrapper(dump, output_dir, timeout=TIMEOUT):
   env = dict(CHILD_ENV, PYTHON=sys.executable, PROCESSES="2")
   process = start(["bash", WRAPPER, str(dump), str(output_dir)], env=env)
   try:
-    stdout, stderr = process.communicate(timeout=timeout)
+    stdout, stderr = finish(process, timeout)
   finally:
     kill_group(process)
   return process.returncode, stdout, stderr
@@ -267,7 +301,7 @@ def test_step_timeout_exit_removes_registered_temporaries(tmp_path):
       "time.sleep(60)\n")
   process = start([sys.executable, "-c", program, str(tmp_path)])
   try:
-    _, stderr = process.communicate(timeout=TIMEOUT)
+    _, stderr = finish(process, TIMEOUT)
   finally:
     kill_group(process)
   import training_hooks  # pylint: disable=g-import-not-at-top
@@ -326,7 +360,7 @@ def test_distributed_rank_stopped_by_sigterm_leaves_no_scratch_dir(
     wait_for(lambda: not meta_temp.exists(), what="rank 0's start")
     time.sleep(5)  # Into the training loop.
     os.kill(rank1_pid, signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = finish(process, 120)
   finally:
     kill_group(process)
   output = stdout + stderr
