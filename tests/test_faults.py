@@ -170,7 +170,7 @@ def test_sigterm_removes_temporaries_and_stops_workers(pretraining_inputs,
                                                        tmp_path):
   vocab_file, input_dir = pretraining_inputs
   output_dir = str(tmp_path / "out")
-  # Writing a file takes about 2 s here at this size; SIGTERM comes within
+  # Writing a file takes about 5 s here at this size; SIGTERM comes within
   # 0.05 s of the first temporary, before that file is complete.
   process = start(create_command(vocab_file, input_dir, output_dir,
                                  dupe_factor=400))
