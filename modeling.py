@@ -234,6 +234,7 @@ class BertModel(object):
       with tf1.variable_scope("encoder"):
         attention_mask = create_attention_mask_from_input_mask(
             input_ids, input_mask)
+        self.attention_tensors = []
         self.all_encoder_layers = transformer_model(
             input_tensor=self.embedding_output,
             attention_mask=attention_mask,
@@ -245,7 +246,8 @@ class BertModel(object):
             hidden_dropout_prob=config.hidden_dropout_prob,
             attention_probs_dropout_prob=config.attention_probs_dropout_prob,
             initializer_range=config.initializer_range,
-            compute_type=compute_type)
+            compute_type=compute_type,
+            attention_tensors=self.attention_tensors)
       self.sequence_output = self.all_encoder_layers[-1]
 
       with tf1.variable_scope("pooler"):
@@ -274,6 +276,15 @@ class BertModel(object):
   def get_embedding_table(self):
     """[vocab_size, hidden_size]: the word embedding table."""
     return self.embedding_table
+
+  def get_attention_tensors(self):
+    """Per encoder layer, a dict of its self-attention's inner tensors.
+
+    Keys "query", "key", "value" ([batch * seq, hidden], before the split
+    into heads, in the compute type), "scores" and "probs" (float32
+    [batch, heads, seq, seq]; probs before dropout). See attention_layer.
+    """
+    return self.attention_tensors
 
 
 def gelu(x):
@@ -510,13 +521,20 @@ def attention_layer(from_tensor,
                     initializer_range=0.02,
                     batch_size=None,
                     from_seq_length=None,
-                    to_seq_length=None):
+                    to_seq_length=None,
+                    tensors=None):
   """Multi-head scaled dot-product attention.
 
   Tensors are 2D [batch_size * seq_length, width] (the encoder keeps them
   flat so that dense layers are plain matmuls). Creates `query`, `key` and
   `value` dense layers. Returns [batch_size * from_seq_length,
   num_attention_heads * size_per_head].
+
+  tensors: optional dict that receives the layer's inner tensors (for
+  layer-wise distillation; references only, no op is added): "query",
+  "key", "value" [batch_size * seq_length, width] in the input's type, and
+  float32 "scores" (scaled, masked) and "probs" (softmax, before dropout)
+  [batch_size, num_attention_heads, from_seq_length, to_seq_length].
   """
   def split_heads(tensor, seq_length):
     tensor = tf.reshape(tensor, [batch_size, seq_length, num_attention_heads,
@@ -530,6 +548,7 @@ def attention_layer(from_tensor,
   value = dense(to_tensor, width, "value",
                 initializer_range=initializer_range)
 
+  query_2d, key_2d = query, key
   query = split_heads(query, from_seq_length)
   key = split_heads(key, to_seq_length)
   # The scores leave the compute type for the mask and the softmax.
@@ -539,7 +558,11 @@ def attention_layer(from_tensor,
     # Masked keys get -10000 before the softmax, so they get ~0 weight.
     adder = (1.0 - tf.expand_dims(attention_mask, axis=1)) * -10000.0
     scores += adder
-  probs = tf.cast(tf.nn.softmax(scores), from_tensor.dtype)
+  float_probs = tf.nn.softmax(scores)
+  if tensors is not None:
+    tensors.update(query=query_2d, key=key_2d, value=value, scores=scores,
+                   probs=float_probs)
+  probs = tf.cast(float_probs, from_tensor.dtype)
   probs = dropout(probs, attention_probs_dropout_prob)
 
   context = tf.matmul(probs, split_heads(value, to_seq_length))
@@ -558,13 +581,16 @@ def transformer_model(input_tensor,
                       attention_probs_dropout_prob=0.1,
                       initializer_range=0.02,
                       do_return_all_layers=True,
-                      compute_type=tf.float32):
+                      compute_type=tf.float32,
+                      attention_tensors=None):
   """The Transformer encoder of "Attention is All You Need".
 
   Returns the list of every layer's output [batch, seq, hidden] (or only
   the last one when do_return_all_layers is False). The matmuls run in
   compute_type; the residual stream and the LayerNorms (hence the outputs)
   in float32, so that a 16-bit type rounds only what a matmul reads.
+  attention_tensors: optional list that receives one dict per layer (see
+  attention_layer's `tensors`).
   """
   if hidden_size % num_attention_heads != 0:
     raise ValueError("hidden_size (%d) is not a multiple of "
@@ -585,6 +611,7 @@ def transformer_model(input_tensor,
       with tf1.variable_scope("attention"):
         with tf1.variable_scope("self"):
           compute_input = tf.cast(layer_input, compute_type)
+          layer_tensors = None if attention_tensors is None else {}
           attention_output = attention_layer(
               from_tensor=compute_input,
               to_tensor=compute_input,
@@ -595,7 +622,8 @@ def transformer_model(input_tensor,
               initializer_range=initializer_range,
               batch_size=batch_size,
               from_seq_length=seq_length,
-              to_seq_length=seq_length)
+              to_seq_length=seq_length,
+              tensors=layer_tensors)
         with tf1.variable_scope("output"):
           attention_output = dense(attention_output, hidden_size, "dense",
                                    initializer_range=initializer_range)
@@ -615,6 +643,8 @@ def transformer_model(input_tensor,
         layer_output = layer_norm(
             tf.cast(layer_output, tf.float32) + attention_output)
       layer_input = layer_output
+      if attention_tensors is not None:
+        attention_tensors.append(layer_tensors)
       all_layer_outputs.append(
           tf.reshape(layer_output, [batch_size, seq_length, hidden_size]))
 

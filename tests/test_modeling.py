@@ -333,3 +333,62 @@ def test_shape_helpers():
   assert np.abs(values).max() <= 1.0 and 0.35 < values.std() < 0.5
   np.testing.assert_allclose(normed.mean(), 0.0, atol=1e-6)
   np.testing.assert_allclose(normed.std(), 1.0, atol=1e-5)
+
+
+def test_attention_tensors_are_the_layers_own_and_add_no_op():
+  """get_attention_tensors: Q, K, V, scores and probs of every layer."""
+  config = _config()
+  input_ids, input_mask, segment_ids = _inputs()
+  with tf.Graph().as_default() as graph:
+    model, _ = _build(config, False, (input_ids, input_mask, segment_ids))
+    layers = model.get_attention_tensors()
+    with tf1.Session() as sess:
+      sess.run(tf1.global_variables_initializer())
+      values, embeddings, kernel, bias = sess.run([
+          layers, model.get_embedding_output(),
+          graph.get_tensor_by_name(
+              "bert/encoder/layer_0/attention/self/value/kernel:0"),
+          graph.get_tensor_by_name(
+              "bert/encoder/layer_0/attention/self/value/bias:0")])
+    op_count = len(graph.get_operations())
+  with tf.Graph().as_default() as graph:
+    modeling.transformer_model(
+        tf.zeros([3, SEQ_LENGTH, config.hidden_size]),
+        tf.ones([3, SEQ_LENGTH, SEQ_LENGTH]),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size)
+    without = len(graph.get_operations())
+  with tf.Graph().as_default() as graph:
+    collected = []
+    modeling.transformer_model(
+        tf.zeros([3, SEQ_LENGTH, config.hidden_size]),
+        tf.ones([3, SEQ_LENGTH, SEQ_LENGTH]),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        attention_tensors=collected)
+    assert len(graph.get_operations()) == without  # References only.
+  assert len(collected) == NUM_LAYERS and op_count > without
+
+  heads = config.num_attention_heads
+  size = config.hidden_size // heads
+  assert len(values) == NUM_LAYERS
+  for layer in values:
+    assert sorted(layer) == ["key", "probs", "query", "scores", "value"]
+    query, key = (layer[name].reshape(3, SEQ_LENGTH, heads, size).transpose(
+        0, 2, 1, 3) for name in ("query", "key"))
+    scores = query @ key.transpose(0, 1, 3, 2) / np.sqrt(size)
+    scores += (1.0 - input_mask[:, None, None, :]) * -10000.0
+    np.testing.assert_allclose(layer["scores"], scores, rtol=1e-4, atol=1e-4)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(layer["probs"], probs, atol=1e-5)
+    # Padded keys get no weight.
+    assert layer["probs"][2, :, :, 3:].max() < 1e-4
+  # Layer 0's values come from the embeddings through its value layer.
+  np.testing.assert_allclose(
+      values[0]["value"],
+      embeddings.reshape(-1, config.hidden_size) @ kernel + bias, atol=1e-5)
