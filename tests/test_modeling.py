@@ -342,14 +342,13 @@ def test_attention_tensors_are_the_layers_own_and_add_no_op():
   with tf.Graph().as_default() as graph:
     model, _ = _build(config, False, (input_ids, input_mask, segment_ids))
     layers = model.get_attention_tensors()
+    variables = {var.op.name: var for var in tf1.global_variables()}
     with tf1.Session() as sess:
       sess.run(tf1.global_variables_initializer())
       values, embeddings, kernel, bias = sess.run([
           layers, model.get_embedding_output(),
-          graph.get_tensor_by_name(
-              "bert/encoder/layer_0/attention/self/value/kernel:0"),
-          graph.get_tensor_by_name(
-              "bert/encoder/layer_0/attention/self/value/bias:0")])
+          variables["bert/encoder/layer_0/attention/self/value/kernel"],
+          variables["bert/encoder/layer_0/attention/self/value/bias"]])
     op_count = len(graph.get_operations())
   with tf.Graph().as_default() as graph:
     modeling.transformer_model(
