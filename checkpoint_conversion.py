@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 import command_line
+import distillation
 import modeling
 import temporary_files
 import tokenization
@@ -82,11 +83,20 @@ HF_DECODER_WEIGHT = "cls.predictions.decoder.weight"
 HF_DECODER_BIAS = "cls.predictions.decoder.bias"
 HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 
-# Training state in a trainer's checkpoint: Adam's moments, the step, and
-# the loss scale of fp16 training.
+# Training state in a trainer's checkpoint: Adam's moments, the step, the
+# loss scale of fp16 training and the variables that only layer-wise
+# distillation trains (the hidden-state projection), which are not part of
+# the model.
 TRAINING_ONLY_SUFFIXES = ("/adam_m", "/adam_v")
 TRAINING_ONLY_NAMES = ("global_step",)
-TRAINING_ONLY_PREFIXES = ("loss_scale/",)
+TRAINING_ONLY_PREFIXES = ("loss_scale/", distillation.DISTILLATION_SCOPE + "/")
+
+
+def is_training_only(name):
+  """Whether a checkpoint variable is training state, not the model."""
+  return (name.endswith(TRAINING_ONLY_SUFFIXES) or
+          name in TRAINING_ONLY_NAMES or
+          name.startswith(TRAINING_ONLY_PREFIXES))
 
 # Files that make a folder hold a checkpoint (--overwrite replaces them).
 CHECKPOINT_PATTERNS = ("*.safetensors", "*.safetensors.index.json",
@@ -431,9 +441,7 @@ def model_variables(checkpoint):
     tensors = {}
     skipped = 0
     for name in sorted(names):
-      if (name.endswith(TRAINING_ONLY_SUFFIXES) or
-          name in TRAINING_ONLY_NAMES or
-          name.startswith(TRAINING_ONLY_PREFIXES)):
+      if is_training_only(name):
         skipped += 1
         continue
       tensors[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)

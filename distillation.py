@@ -2,18 +2,23 @@
 
 It also holds the estimator behind sampled labels (sampled_labels), which
 produce_teacher_labels.py runs and the "sampled" target reads, so that the
-two halves of that contract live and are tested together.
+two halves of that contract live and are tested together, and the
+layer-wise losses of a teacher run in the graph (teacher_graph.py): hidden
+states, attention distributions and MiniLMv2's Q-Q/K-K/V-V relations.
 
 The trainers (network_distillation_*_truncated.py) build the student and call
 compute_losses() for the training loss and eval_metric_ops() for evaluation.
 Each loss has one implementation here; tests check them against numpy.
+docs/losses.md gives the formulas.
 """
 
 import collections
+import math
 
 import numpy as np
 import tensorflow as tf
 
+import command_line
 import record_format
 
 tf1 = tf.compat.v1
@@ -217,21 +222,345 @@ def teacher_top1(teacher_probs, top_k_indices):
   return tf.gather(tf.cast(top_k_indices, tf.int32), best, batch_dims=1)
 
 
+def soft_cross_entropy_from_logits(student_logits, teacher_logits,
+                                   temperature=1.0):
+  """Per-row cross-entropy of the student at T against softmax(teacher / T).
+
+  The teacher's exact full distribution, as a teacher run in the graph
+  gives it (not yet scaled by T^2).
+  """
+  target = tf.nn.softmax(tf.stop_gradient(teacher_logits) / temperature)
+  log_student = tf.nn.log_softmax(student_logits / temperature)
+  return -tf.reduce_sum(target * log_student, axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# Layer-wise distillation: the teacher runs in the graph (teacher_graph.py).
+
+# Variables that only layer-wise distillation trains (the hidden-state
+# projection). They are saved with the student, so that a run resumes, but
+# they are not part of it: exports and teachers leave them out.
+DISTILLATION_SCOPE = "distillation"
+HIDDEN_LOSSES = ("cosine", "mse")
+LAYER_LOSS_NAMES = ("hidden_loss", "attention_loss", "relation_loss")
+
+
+def real_token_mean(values, input_mask):
+  """Mean of per-token values [batch, seq] over the real tokens."""
+  mask = tf.cast(input_mask, tf.float32)
+  return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def hidden_projection(student_hidden, teacher_width, initializer_range=0.02):
+  """TinyBERT's W_h: the student's states [..., width] to teacher_width.
+
+  One projection (`distillation/hidden_projection/{kernel,bias}`), shared
+  by every layer pair, trained with the student.
+  """
+  with tf1.variable_scope(DISTILLATION_SCOPE, reuse=tf1.AUTO_REUSE):
+    with tf1.variable_scope("hidden_projection"):
+      kernel = tf1.get_variable(
+          "kernel", [student_hidden.shape[-1], teacher_width],
+          initializer=tf1.truncated_normal_initializer(
+              stddev=initializer_range))
+      bias = tf1.get_variable("bias", [teacher_width],
+                              initializer=tf1.zeros_initializer())
+  return tf.tensordot(student_hidden, kernel, [[-1], [0]]) + bias
+
+
+def hidden_state_loss(student_hidden, teacher_hidden, input_mask, kind):
+  """Distance between hidden states [batch, seq, width], over real tokens.
+
+  kind "cosine": mean of 1 - cos(student, teacher) per token (DistilBERT);
+  "mse": mean of the squared difference over the width, per token
+  (TinyBERT). The widths must match (project the student's first).
+  """
+  student_hidden = tf.cast(student_hidden, tf.float32)
+  teacher_hidden = tf.stop_gradient(tf.cast(teacher_hidden, tf.float32))
+  if kind == "cosine":
+    per_token = 1.0 - tf.reduce_sum(
+        tf.math.l2_normalize(student_hidden, axis=-1, epsilon=1e-12) *
+        tf.math.l2_normalize(teacher_hidden, axis=-1, epsilon=1e-12),
+        axis=-1)
+  elif kind == "mse":
+    per_token = tf.reduce_mean(tf.square(student_hidden - teacher_hidden),
+                               axis=-1)
+  else:
+    raise ValueError("Unknown hidden loss %r" % kind)
+  return real_token_mean(per_token, input_mask)
+
+
+def distribution_kl(student_scores, teacher_scores, input_mask):
+  """KL(teacher || student) of softmax rows over the last axis.
+
+  Scores are [batch, heads, seq, seq] (query rows, key columns); masked
+  keys already hold -10000, so they get no weight. Returns the mean over
+  heads and real query tokens.
+  """
+  log_teacher = tf.nn.log_softmax(tf.stop_gradient(teacher_scores))
+  log_student = tf.nn.log_softmax(student_scores)
+  per_row = tf.reduce_sum(tf.exp(log_teacher) * (log_teacher - log_student),
+                          axis=-1)
+  return real_token_mean(tf.reduce_mean(per_row, axis=1), input_mask)
+
+
+def attention_loss(student_scores, teacher_scores, input_mask):
+  """Attention KL of one layer pair, per head, over real tokens.
+
+  Both are the masked, scaled attention scores [batch, heads, seq, seq]
+  (BertModel.get_attention_tensors()["scores"]); the head counts must match.
+  """
+  return distribution_kl(tf.cast(student_scores, tf.float32),
+                         tf.cast(teacher_scores, tf.float32), input_mask)
+
+
+def relation_scores(vectors, input_mask, num_heads):
+  """MiniLMv2's self-relation scores of [batch, seq, width] vectors.
+
+  The width is split into num_heads relation heads of size d; returns
+  x_h x_h^T / sqrt(d) [batch, num_heads, seq, seq] with -10000 at padded
+  keys, as in the model's own attention.
+  """
+  batch, seq, width = vectors.shape.as_list()
+  size = width // num_heads
+  vectors = tf.transpose(tf.reshape(tf.cast(vectors, tf.float32),
+                                    [-1 if batch is None else batch, seq,
+                                     num_heads, size]), [0, 2, 1, 3])
+  scores = tf.matmul(vectors, vectors, transpose_b=True) / math.sqrt(size)
+  adder = (1.0 - tf.cast(input_mask, tf.float32)[:, None, None, :]) * -10000.0
+  return scores + adder
+
+
+def relation_loss(student_layer, teacher_layer, input_mask, num_heads):
+  """Sum of the Q-Q, K-K and V-V relation KLs of one layer pair (MiniLMv2).
+
+  student_layer and teacher_layer are BertModel.get_attention_tensors()
+  entries; their "query", "key" and "value" are [batch * seq, width].
+  Each width is split into num_heads heads, so the head counts and the
+  widths of student and teacher are free.
+  """
+  input_mask = tf.convert_to_tensor(input_mask)
+  batch, seq = input_mask.shape.as_list()
+  total = 0.0
+  for name in ("query", "key", "value"):
+    def relation(layer):
+      vectors = layer[name]
+      return relation_scores(
+          tf.reshape(vectors, [-1 if batch is None else batch, seq,
+                               vectors.shape[-1]]), input_mask, num_heads)
+    total += distribution_kl(relation(student_layer),
+                             relation(teacher_layer), input_mask)
+  return total
+
+
+def uniform_layer_map(student_layers, teacher_layers):
+  """TinyBERT's uniform map: student layer i matches teacher layer g(i).
+
+  0-based: g(i) = (i + 1) * teacher_layers // student_layers - 1, so a
+  4-layer student of a 12-layer teacher matches layers 2, 5, 8, 11 (the
+  last to the last). A deeper student maps to layer 0 at least.
+  """
+  return [max((i + 1) * teacher_layers // student_layers - 1, 0)
+          for i in range(student_layers)]
+
+
+def parse_hidden_layer_map(text, student_layers, teacher_layers,
+                           flag_name="--hidden_layer_map"):
+  """The layer map of --hidden_layer_map ("" = uniform_layer_map).
+
+  Raises:
+    command_line.InputError: for a map that is not comma-separated
+      integers, has not one entry per student layer, or names a teacher
+      layer that does not exist.
+  """
+  if not text.strip():
+    return uniform_layer_map(student_layers, teacher_layers)
+  try:
+    layer_map = [int(part) for part in text.split(",")]
+  except ValueError:
+    raise command_line.InputError(
+        "%s must be comma-separated integers (a teacher layer for each "
+        "student layer), got %r" % (flag_name, text)) from None
+  if len(layer_map) != student_layers:
+    raise command_line.InputError(
+        "%s has %d entries but the student (--bert_config_file) has %d "
+        "layers: give one teacher layer per student layer" % (
+            flag_name, len(layer_map), student_layers))
+  outside = [layer for layer in layer_map
+             if not 0 <= layer < teacher_layers]
+  if outside:
+    raise command_line.InputError(
+        "%s names teacher layer(s) %s, but the teacher "
+        "(--teacher_config_file) has layers 0..%d" % (
+            flag_name, ", ".join(map(str, outside)), teacher_layers - 1))
+  return layer_map
+
+
+class LayerLossOptions(object):
+  """The layer-wise loss flags, checked against both configs.
+
+  layer_map: for each student layer, the teacher layer that its hidden
+  states and attention match; relation_teacher_layer: the teacher layer
+  whose relations the student's last layer matches; relation_heads: the
+  relation heads both are split into.
+  """
+
+  def __init__(self, hidden_loss_weight=0.0, hidden_loss="cosine",
+               layer_map=None, attention_loss_weight=0.0,
+               relation_loss_weight=0.0, relation_teacher_layer=-1,
+               relation_heads=0):
+    self.hidden_loss_weight = hidden_loss_weight
+    self.hidden_loss = hidden_loss
+    self.layer_map = layer_map
+    self.attention_loss_weight = attention_loss_weight
+    self.relation_loss_weight = relation_loss_weight
+    self.relation_teacher_layer = relation_teacher_layer
+    self.relation_heads = relation_heads
+
+  @property
+  def any(self):
+    """Whether any layer-wise loss is on."""
+    return (self.hidden_loss_weight > 0 or self.attention_loss_weight > 0 or
+            self.relation_loss_weight > 0)
+
+
+def layer_loss_options(student_config, teacher_config, hidden_loss_weight=0.0,
+                       hidden_loss="cosine", hidden_layer_map="",
+                       attention_loss_weight=0.0, relation_loss_weight=0.0,
+                       relation_teacher_layer=-1, relation_heads=0):
+  """LayerLossOptions from the flags' values, checked against the configs.
+
+  relation_teacher_layer -1 is the teacher's last layer; relation_heads 0
+  is the teacher's num_attention_heads.
+
+  Raises:
+    command_line.InputError: naming the flag, for a bad layer map, head
+      counts that differ under --attention_loss_weight (the relation loss
+      has no such constraint), or relation heads that do not divide both
+      widths.
+  """
+  InputError = command_line.InputError  # pylint: disable=invalid-name
+  for name, value in (("hidden_loss_weight", hidden_loss_weight),
+                      ("attention_loss_weight", attention_loss_weight),
+                      ("relation_loss_weight", relation_loss_weight)):
+    if not value >= 0 or math.isinf(value):
+      raise InputError("--%s must be a finite number >= 0, got %r" % (
+          name, value))
+  teacher_layers = teacher_config.num_hidden_layers
+  layer_map = parse_hidden_layer_map(
+      hidden_layer_map, student_config.num_hidden_layers, teacher_layers)
+  if (attention_loss_weight > 0 and student_config.num_attention_heads !=
+      teacher_config.num_attention_heads):
+    raise InputError(
+        "--attention_loss_weight matches attention per head, but the student "
+        "(--bert_config_file) has %d heads and the teacher "
+        "(--teacher_config_file) %d. Use the relation loss instead "
+        "(--relation_loss_weight, with --relation_heads), which works for "
+        "any head counts." % (student_config.num_attention_heads,
+                              teacher_config.num_attention_heads))
+  if relation_teacher_layer == -1:
+    relation_teacher_layer = teacher_layers - 1
+  if not 0 <= relation_teacher_layer < teacher_layers:
+    raise InputError(
+        "--relation_teacher_layer %d: the teacher (--teacher_config_file) has "
+        "layers 0..%d (-1 = the last)" % (relation_teacher_layer,
+                                          teacher_layers - 1))
+  relation_heads = relation_heads or teacher_config.num_attention_heads
+  if relation_heads < 1:
+    raise InputError("--relation_heads must be at least 1 (0 = the "
+                     "teacher's head count), got %d" % relation_heads)
+  if relation_loss_weight > 0:
+    for what, width in (("student (--bert_config_file)",
+                         student_config.hidden_size),
+                        ("teacher (--teacher_config_file)",
+                         teacher_config.hidden_size)):
+      if width % relation_heads:
+        raise InputError(
+            "--relation_heads %d does not divide the %s hidden_size %d" % (
+                relation_heads, what, width))
+  return LayerLossOptions(hidden_loss_weight, hidden_loss, layer_map,
+                          attention_loss_weight, relation_loss_weight,
+                          relation_teacher_layer, relation_heads)
+
+
+def layer_losses(options, student_model, teacher_model, input_mask,
+                 initializer_range=0.02):
+  """The layer-wise losses that options turns on, as a dict of scalars.
+
+  hidden_loss: the mean over the pairs (embeddings, embeddings) and
+  (student layer i, teacher layer layer_map[i]) of hidden_state_loss,
+  through hidden_projection when the widths differ. attention_loss: the
+  mean of attention_loss over the mapped layer pairs. relation_loss:
+  relation_loss of (student's last layer, relation_teacher_layer).
+  """
+  losses = {}
+  student_attention = student_model.get_attention_tensors()
+  teacher_attention = teacher_model.get_attention_tensors()
+  if options.hidden_loss_weight > 0:
+    student_states = ([student_model.get_embedding_output()] +
+                      student_model.get_all_encoder_layers())
+    teacher_layers = teacher_model.get_all_encoder_layers()
+    teacher_states = [teacher_model.get_embedding_output()] + [
+        teacher_layers[layer] for layer in options.layer_map]
+    teacher_width = teacher_states[0].shape[-1]
+    if student_states[0].shape[-1] != teacher_width:
+      student_states = [hidden_projection(state, teacher_width,
+                                          initializer_range)
+                        for state in student_states]
+    losses["hidden_loss"] = tf.add_n([
+        hidden_state_loss(student, teacher, input_mask, options.hidden_loss)
+        for student, teacher in zip(student_states, teacher_states)]) / len(
+            student_states)
+  if options.attention_loss_weight > 0:
+    losses["attention_loss"] = tf.add_n([
+        attention_loss(student_attention[i]["scores"],
+                       teacher_attention[layer]["scores"], input_mask)
+        for i, layer in enumerate(options.layer_map)]) / len(
+            options.layer_map)
+  if options.relation_loss_weight > 0:
+    losses["relation_loss"] = relation_loss(
+        student_attention[-1],
+        teacher_attention[options.relation_teacher_layer], input_mask,
+        options.relation_heads)
+  return losses
+
+
+def weighted_layer_loss(options, losses):
+  """The sum of the layer-wise losses in `losses` times their weights."""
+  weights = {"hidden_loss": options.hidden_loss_weight,
+             "attention_loss": options.attention_loss_weight,
+             "relation_loss": options.relation_loss_weight}
+  return tf.add_n([weights[name] * losses[name] for name in LAYER_LOSS_NAMES
+                   if name in losses] or [tf.constant(0.0)])
+
+
 class LossOptions(object):
-  """The loss flags: temperature, kd_target, weights and nsp_loss."""
+  """The loss flags: temperature, kd_target, weights and nsp_loss.
+
+  online: the teacher runs in the graph (--teacher_checkpoint), so its
+  labels come from there, not from the records; layer: its LayerLossOptions.
+  """
 
   def __init__(self, temperature=1.0, kd_target="truncated",
-               soft_label_weight=1.0, hard_label_weight=0.0, nsp_loss="hard"):
+               soft_label_weight=1.0, hard_label_weight=0.0, nsp_loss="hard",
+               online=False, layer=None):
     self.temperature = temperature
     self.kd_target = kd_target
     self.soft_label_weight = soft_label_weight
     self.hard_label_weight = hard_label_weight
     self.nsp_loss = nsp_loss
+    self.online = online
+    self.layer = layer or LayerLossOptions()
+
+  @property
+  def uses_teacher_outputs(self):
+    """Whether the training loss reads the teacher's output distributions."""
+    return self.soft_label_weight > 0 or self.nsp_loss == "soft"
 
   @property
   def needs_teacher_labels(self):
-    """Whether the training loss reads the teacher's labels."""
-    return self.soft_label_weight > 0 or self.nsp_loss == "soft"
+    """Whether the training loss reads teacher labels from the records."""
+    return self.uses_teacher_outputs and not self.online
 
 
 # The kinds of teacher labels a record can hold (produce_teacher_labels.py).
@@ -239,9 +568,12 @@ TOP_K, SAMPLED, FULL = "top-k", "sampled", "full"
 
 # probs: [batch*n, k or vocab] probabilities (sampled: importance weights);
 # indices: [batch*n, k] vocabulary ids, None for full distributions;
-# next_sentence_probs: None when the teacher had no next-sentence head.
+# next_sentence_probs: None when the teacher had no next-sentence head;
+# logits: [batch*n, vocab] the teacher's masked-LM logits when it runs in
+# the graph (then probs is their softmax), None for stored labels.
 TeacherLabels = collections.namedtuple(
-    "TeacherLabels", ["kind", "probs", "indices", "next_sentence_probs"])
+    "TeacherLabels", ["kind", "probs", "indices", "next_sentence_probs",
+                      "logits"], defaults=(None,))
 
 
 def kd_target_error(label_kind, kd_target):
@@ -287,13 +619,29 @@ def teacher_labels(features, max_predictions_per_seq):
                        features.get(record_format.NEXT_SENTENCE_PROBS))
 
 
+def online_teacher_labels(masked_lm_logits, next_sentence_logits=None):
+  """TeacherLabels of a teacher run in the graph: its full distributions."""
+  masked_lm_logits = tf.stop_gradient(masked_lm_logits)
+  next_sentence_probs = None
+  if next_sentence_logits is not None:
+    next_sentence_probs = tf.nn.softmax(
+        tf.stop_gradient(next_sentence_logits))
+  return TeacherLabels(FULL, tf.nn.softmax(masked_lm_logits), None,
+                       next_sentence_probs, logits=masked_lm_logits)
+
+
 def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
-                   max_predictions_per_seq, with_teacher_terms):
+                   max_predictions_per_seq, with_teacher_terms, labels=None,
+                   layer_loss_values=None):
   """Returns a dict of scalar losses, "total" being the one to minimise.
 
   Keys: masked_lm_loss (hard), next_sentence_loss (hard), kd_loss (when the
   teacher's labels are present and wanted), next_sentence_soft_loss
-  (likewise), total.
+  (likewise), the layer-wise losses given in layer_loss_values
+  (layer_losses()), total.
+
+  labels: the TeacherLabels of a teacher in the graph
+  (online_teacher_labels); None reads them from the records' features.
   """
   weights = tf.reshape(features["masked_lm_weights"], [-1])
   masked_lm_ids = tf.reshape(features["masked_lm_ids"], [-1])
@@ -306,14 +654,20 @@ def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
           tf.nn.sparse_softmax_cross_entropy_with_logits(
               labels=next_sentence_labels, logits=next_sentence_logits)),
   }
-  labels = teacher_labels(features, max_predictions_per_seq)
+  if labels is None:
+    labels = teacher_labels(features, max_predictions_per_seq)
   if labels is not None and with_teacher_terms:
     error = kd_target_error(labels.kind, options.kd_target)
     if error:
       raise ValueError(error)
-    losses["kd_loss"] = masked_lm_soft_loss(
-        masked_lm_logits, labels.probs, labels.indices, weights,
-        options.kd_target, options.temperature)
+    if labels.logits is not None:
+      losses["kd_loss"] = options.temperature ** 2 * weighted_mean(
+          soft_cross_entropy_from_logits(masked_lm_logits, labels.logits,
+                                         options.temperature), weights)
+    else:
+      losses["kd_loss"] = masked_lm_soft_loss(
+          masked_lm_logits, labels.probs, labels.indices, weights,
+          options.kd_target, options.temperature)
     if labels.next_sentence_probs is not None:
       losses["next_sentence_soft_loss"] = options.temperature ** 2 * (
           tf.reduce_mean(soft_cross_entropy(
@@ -329,14 +683,20 @@ def compute_losses(options, features, masked_lm_logits, next_sentence_logits,
     total += losses["next_sentence_loss"]
   elif options.nsp_loss == "soft":
     total += losses["next_sentence_soft_loss"]
+  if layer_loss_values:
+    losses.update(layer_loss_values)
+    total += weighted_layer_loss(options.layer, layer_loss_values)
   losses["total"] = total
   return losses
 
 
 def eval_metric_ops(features, masked_lm_logits, next_sentence_logits, losses,
-                    max_predictions_per_seq):
+                    max_predictions_per_seq, labels=None):
   """The evaluation metric ops (README: "Reading TensorBoard and
-  eval_results.txt")."""
+  eval_results.txt").
+
+  labels: as in compute_losses (None: the records' labels, if any).
+  """
   weights = tf.reshape(features["masked_lm_weights"], [-1])
   predictions = tf.argmax(masked_lm_logits, axis=-1, output_type=tf.int32)
   masked_lm_ids = tf.cast(tf.reshape(features["masked_lm_ids"], [-1]),
@@ -356,7 +716,13 @@ def eval_metric_ops(features, masked_lm_logits, next_sentence_logits, losses,
       "next_sentence_loss": tf1.metrics.mean(losses["next_sentence_loss"],
                                              weights=batch),
   }
-  labels = teacher_labels(features, max_predictions_per_seq)
+  if labels is None:
+    labels = teacher_labels(features, max_predictions_per_seq)
+  real_tokens = tf.reduce_sum(tf.cast(features["input_mask"], tf.float32))
+  for name in LAYER_LOSS_NAMES:
+    if name in losses:
+      # Each batch's loss is a mean over its real tokens.
+      metrics[name] = tf1.metrics.mean(losses[name], weights=real_tokens)
   if labels is not None:
     metrics["kd_loss"] = tf1.metrics.mean(losses["kd_loss"],
                                           weights=tf.reduce_sum(weights))

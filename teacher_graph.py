@@ -28,6 +28,7 @@ import contextlib
 
 import tensorflow as tf
 
+import checkpoint_conversion
 import command_line
 import modeling
 
@@ -37,15 +38,6 @@ InputError = command_line.InputError
 
 # The collection that holds every teacher variable (besides LOCAL_VARIABLES).
 TEACHER_VARIABLES = "teacher_variables"
-
-# Checkpoint variables that a teacher never needs: training state of the
-# run that wrote it (step, fp16 loss scale, Adam moments) and the
-# distillation-only variables of a stage-V student (its hidden-state
-# projections, DISTILLATION_SCOPE), which are not part of the model.
-DISTILLATION_SCOPE = "distillation"
-TRAINING_STATE_NAMES = ("global_step",)
-TRAINING_STATE_PREFIXES = ("loss_scale/", DISTILLATION_SCOPE + "/")
-OPTIMIZER_SLOT_SUFFIXES = ("/adam_m", "/adam_v")
 
 # How many names an error line lists before "... and N more".
 _SHOWN_NAMES = 8
@@ -119,25 +111,21 @@ def _listed(names):
   return shown
 
 
-def is_training_state(name):
-  """Whether a checkpoint variable is training state rather than model."""
-  return (name in TRAINING_STATE_NAMES or
-          name.startswith(TRAINING_STATE_PREFIXES) or
-          name.endswith(OPTIMIZER_SLOT_SUFFIXES))
-
-
 def unused_checkpoint_variables(checkpoint_names, used_names,
                                 ignore_prefixes=()):
   """Checkpoint variables of the model that the teacher does not load.
 
   A teacher built from a config with fewer layers (or without a head the
   checkpoint holds) would silently compute something else than the model
-  that was trained. Training state (is_training_state) and names starting
-  with one of ignore_prefixes do not count. Returns the sorted names.
+  that was trained. Training state (the step, optimizer slots, the fp16
+  loss scale, a stage-V student's hidden-state projection: see
+  checkpoint_conversion.is_training_only) and names starting with one of
+  ignore_prefixes do not count. Returns the sorted names.
   """
   used = set(used_names)
   return sorted(name for name in checkpoint_names
-                if name not in used and not is_training_state(name)
+                if name not in used
+                and not checkpoint_conversion.is_training_only(name)
                 and not name.startswith(tuple(ignore_prefixes)))
 
 
