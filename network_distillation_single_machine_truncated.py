@@ -17,6 +17,17 @@ next-sentence loss) are the original project's loss.
 With --soft_label_weight 0 --hard_label_weight 1 and plain pretraining
 records this is ordinary BERT pretraining.
 
+With --teacher_config_file and --teacher_checkpoint the teacher runs in the
+graph, frozen (teacher_graph.py): the soft masked-LM loss then uses its
+exact full distribution at T, the records need no teacher labels, and the
+layer-wise losses become available:
+  + hidden_loss_weight * hidden-state loss (--hidden_loss cosine | mse,
+    layer pairs from --hidden_layer_map, embeddings with embeddings)
+  + attention_loss_weight * attention KL (the same layer pairs, per head)
+  + relation_loss_weight * MiniLMv2's Q-Q, K-K, V-V relation KL (the
+    student's last layer and --relation_teacher_layer, --relation_heads).
+docs/losses.md gives the formulas.
+
 network_distillation_distributed_truncated.py runs this same code under
 Horovod; everything that differs between the two lives in a Distribution.
 
@@ -40,6 +51,7 @@ import optimization
 import precision
 import record_format
 import student_init
+import teacher_graph
 import temporary_files
 import training_hooks
 import training_input
@@ -178,6 +190,64 @@ flags.DEFINE_integer(
 flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
                   precision.FLAG_HELP)
 
+# The teacher in the graph (layer-wise distillation). Without these flags the
+# teacher's labels come from the records, as in the original.
+flags.DEFINE_string(
+    "teacher_config_file", None,
+    "bert_config.json of a teacher to run in the graph, frozen, next to the "
+    "student (with --teacher_checkpoint). Its vocabulary must be the "
+    "student's. The soft losses then use its exact outputs and the records "
+    "need no teacher labels.")
+
+flags.DEFINE_string(
+    "teacher_checkpoint", None,
+    "The teacher's checkpoint (a prefix such as bert_model.ckpt, or a folder: "
+    "its latest checkpoint, e.g. a stage-V --output_dir). It is read by every "
+    "process and never written to the student's checkpoints.")
+
+flags.DEFINE_float(
+    "hidden_loss_weight", 0.0,
+    "Weight of the hidden-state loss between each student layer and its "
+    "teacher layer (--hidden_layer_map), embeddings included. Needs "
+    "--teacher_checkpoint.")
+
+flags.DEFINE_enum(
+    "hidden_loss", "cosine", list(distillation.HIDDEN_LOSSES),
+    "The hidden-state loss: 'cosine' (1 - cosine similarity, DistilBERT) or "
+    "'mse' (mean squared error, TinyBERT). When the widths differ, a learned "
+    "linear projection maps the student's states to the teacher's width; it "
+    "is trained with the student and left out of exports.")
+
+flags.DEFINE_string(
+    "hidden_layer_map", "",
+    "Comma-separated teacher layer (0-based) that each student layer matches "
+    "in the hidden-state and attention losses, e.g. '2,5,8,11'. Default: "
+    "TinyBERT's uniform map, student layer i -> teacher layer "
+    "(i + 1) * teacher_layers / student_layers - 1.")
+
+flags.DEFINE_float(
+    "attention_loss_weight", 0.0,
+    "Weight of the KL divergence between the teacher's and the student's "
+    "attention distributions of the mapped layers, per head, over real "
+    "tokens. Student and teacher need the same number of heads.")
+
+flags.DEFINE_float(
+    "relation_loss_weight", 0.0,
+    "Weight of MiniLMv2's relation loss: the KL divergences of the Q-Q, K-K "
+    "and V-V self-relations of the student's last layer and "
+    "--relation_teacher_layer, summed. Any head counts and widths.")
+
+flags.DEFINE_integer(
+    "relation_teacher_layer", -1,
+    "The teacher layer (0-based) whose relations the student's last layer "
+    "matches; -1 = the teacher's last layer.")
+
+flags.DEFINE_integer(
+    "relation_heads", 0,
+    "Number of relation heads that both the student's and the teacher's "
+    "queries, keys and values are split into; it must divide both hidden "
+    "sizes. 0 = the teacher's num_attention_heads.")
+
 FLAGS = flags.FLAGS
 
 InputError = command_line.InputError
@@ -223,14 +293,69 @@ class Distribution(object):
 # Model.
 
 
+class OnlineTeacher(object):
+  """The teacher run in the graph: its config, checkpoint and heads.
+
+  has_masked_lm / has_next_sentence: whether the checkpoint holds the
+  masked-LM head (cls/predictions) / the next-sentence head
+  (cls/seq_relationship); the graph builds the heads it has.
+  """
+
+  def __init__(self, config, checkpoint, has_masked_lm, has_next_sentence):
+    self.config = config
+    self.checkpoint = checkpoint
+    self.has_masked_lm = has_masked_lm
+    self.has_next_sentence = has_next_sentence
+
+
+def build_online_teacher(teacher, options, features, student_model,
+                         initializer_range, with_outputs, compute_type):
+  """Builds the frozen teacher beside the student; returns its loss inputs.
+
+  Returns (TeacherLabels or None, {layer loss name: scalar}). The teacher's
+  heads are built when with_outputs (and the checkpoint has them); the
+  encoder runs in compute_type (--precision), the masked-LM head in
+  float32, as when labelling.
+  """
+  model = teacher_graph.build_teacher(
+      teacher.config, features["input_ids"], features["input_mask"],
+      features["segment_ids"], compute_type=compute_type)
+  labels = None
+  ignored = ["cls/"]
+  if with_outputs and teacher.has_masked_lm:
+    with teacher_graph.teacher_scope():
+      masked_lm_logits = modeling.masked_lm_logits(
+          teacher.config, model.get_sequence_output(),
+          model.get_embedding_table(), features["masked_lm_positions"])
+      next_sentence_logits = None
+      if teacher.has_next_sentence:
+        next_sentence_logits = modeling.next_sentence_logits(
+            teacher.config, model.get_pooled_output())
+    labels = distillation.online_teacher_labels(masked_lm_logits,
+                                                next_sentence_logits)
+    ignored = [] if teacher.has_next_sentence else ["cls/seq_relationship/"]
+  # Only the next-sentence head reads the pooler (a BertForMaskedLM import
+  # has neither).
+  teacher_graph.restore_teacher(teacher.checkpoint,
+                                ignore_prefixes=ignored,
+                                optional_prefixes=("bert/pooler/",))
+  layer_losses = {}
+  if options.layer.any:
+    layer_losses = distillation.layer_losses(
+        options.layer, student_model, model, features["input_mask"],
+        initializer_range)
+  return labels, layer_losses
+
+
 def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
                      skip_mismatched, learning_rate, num_train_steps,
                      num_warmup_steps, max_predictions_per_seq, distribution,
-                     stats, precision_name="fp32"):
+                     stats, precision_name="fp32", teacher=None):
   """Returns the Estimator model_fn; it records the parameter count in stats.
 
   precision_name is a --precision value; fp16 training gets dynamic loss
-  scaling.
+  scaling. teacher: an OnlineTeacher to run in the graph, or None (labels
+  from the records).
   """
 
   def model_fn(features, labels, mode, params, config):
@@ -240,11 +365,12 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     compute_type = precision.compute_type(precision_name)
     # Evaluation keeps the masked-LM head in float32, as the teacher does
     # when it labels, so that the metrics compare like with like.
-    _, masked_lm_logits, next_sentence_logits = modeling.pretraining_model(
+    student, masked_lm_logits, next_sentence_logits = (
+        modeling.pretraining_model(
         bert_config, is_training, features["input_ids"],
         features["masked_lm_positions"], input_mask=features["input_mask"],
         token_type_ids=features["segment_ids"], compute_type=compute_type,
-        mlm_head_type=compute_type if is_training else tf.float32)
+        mlm_head_type=compute_type if is_training else tf.float32))
 
     tvars = tf1.trainable_variables()
     stats["params"] = modeling.count_parameters(tvars)
@@ -255,10 +381,17 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
     # Training skips the teacher terms it does not use (they cost a vocab-
     # sized softmax pass); evaluation reports them whenever labels exist.
+    with_teacher_terms = not is_training or options.uses_teacher_outputs
+    online_labels, layer_losses = None, None
+    if teacher is not None:
+      # Every rank builds and reads the teacher (it is not broadcast).
+      online_labels, layer_losses = build_online_teacher(
+          teacher, options, features, student, bert_config.initializer_range,
+          with_teacher_terms, compute_type)
     losses = distillation.compute_losses(
         options, features, masked_lm_logits, next_sentence_logits,
-        max_predictions_per_seq,
-        with_teacher_terms=not is_training or options.needs_teacher_labels)
+        max_predictions_per_seq, with_teacher_terms=with_teacher_terms,
+        labels=online_labels, layer_loss_values=layer_losses)
 
     if is_training:
       for name, value in losses.items():
@@ -278,7 +411,7 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
           mode, loss=losses["total"],
           eval_metric_ops=distillation.eval_metric_ops(
               features, masked_lm_logits, next_sentence_logits, losses,
-              max_predictions_per_seq))
+              max_predictions_per_seq, labels=online_labels))
     else:
       raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
     # Before the estimator restores (and trains) a checkpoint of another
@@ -472,13 +605,83 @@ def check_flags():
       FLAGS.output_dir):
     raise InputError("--output_dir %s is a file, not a folder" %
                      FLAGS.output_dir)
+  check_teacher_flags()
 
 
-def loss_options_from_flags():
-  """LossOptions from the flags."""
+# Flags that only mean something with the teacher in the graph.
+LAYER_LOSS_FLAGS = ("hidden_loss_weight", "attention_loss_weight",
+                    "relation_loss_weight")
+
+
+def check_teacher_flags():
+  """The teacher-in-the-graph flags come together; raises InputError."""
+  given = [name for name in ("teacher_config_file", "teacher_checkpoint")
+           if FLAGS[name].value]
+  if len(given) == 1:
+    missing = ({"teacher_config_file", "teacher_checkpoint"} - set(given))
+    raise InputError("--%s needs --%s (the teacher in the graph needs its "
+                     "config and its checkpoint)" % (given[0],
+                                                     missing.pop()))
+  if not given:
+    used = [name for name in LAYER_LOSS_FLAGS if FLAGS[name].value]
+    if used:
+      raise InputError(
+          "--%s needs the teacher in the graph: pass --teacher_config_file "
+          "and --teacher_checkpoint" % used[0])
+
+
+def online_teacher_from_flags(bert_config):
+  """The OnlineTeacher of --teacher_config_file/--teacher_checkpoint, or None.
+
+  Raises:
+    InputError: for a teacher that cannot teach this student with these
+      losses (vocabulary, sequence length, a head the losses need).
+  """
+  if not FLAGS.teacher_checkpoint:
+    return None
+  config = teacher_graph.load_teacher_config(FLAGS.teacher_config_file)
+  teacher_graph.check_teacher_matches_student(
+      config, bert_config, "--teacher_config_file", FLAGS.max_seq_length)
+  checkpoint = teacher_graph.resolve_checkpoint(FLAGS.teacher_checkpoint,
+                                                "--teacher_checkpoint")
+  try:
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+  except (tf.errors.OpError, ValueError) as error:
+    raise InputError("--teacher_checkpoint: %s" % error) from None
+  teacher = OnlineTeacher(
+      config, checkpoint,
+      has_masked_lm=any(name.startswith("cls/predictions/")
+                        for name in names),
+      has_next_sentence=any(name.startswith("cls/seq_relationship/")
+                            for name in names))
+  if FLAGS.soft_label_weight > 0 and not teacher.has_masked_lm:
+    raise InputError(
+        "--teacher_checkpoint %s has no masked-LM head (cls/predictions), so "
+        "it gives no soft masked-LM targets: pass --soft_label_weight 0 and "
+        "use the layer-wise losses" % checkpoint)
+  if FLAGS.nsp_loss == "soft" and not teacher.has_next_sentence:
+    raise InputError(
+        "--nsp_loss soft needs the teacher's next-sentence head, but "
+        "--teacher_checkpoint %s has none (cls/seq_relationship); use "
+        "--nsp_loss hard or none" % checkpoint)
+  tf1.logging.info("Teacher in the graph: %s (%d layers x %d); the records' "
+                   "teacher labels, if any, are not read.", checkpoint,
+                   config.num_hidden_layers, config.hidden_size)
+  return teacher
+
+
+def loss_options_from_flags(bert_config=None, teacher=None):
+  """LossOptions from the flags (with the layer-wise ones for a teacher)."""
+  layer = None
+  if teacher is not None:
+    layer = distillation.layer_loss_options(
+        bert_config, teacher.config, FLAGS.hidden_loss_weight,
+        FLAGS.hidden_loss, FLAGS.hidden_layer_map,
+        FLAGS.attention_loss_weight, FLAGS.relation_loss_weight,
+        FLAGS.relation_teacher_layer, FLAGS.relation_heads)
   return distillation.LossOptions(FLAGS.temperature, FLAGS.kd_target,
                      FLAGS.soft_label_weight, FLAGS.hard_label_weight,
-                     FLAGS.nsp_loss)
+                     FLAGS.nsp_loss, online=teacher is not None, layer=layer)
 
 
 def checked_input(patterns, flag_name, bert_config, options,
@@ -495,7 +698,7 @@ def checked_input(patterns, flag_name, bert_config, options,
       options.needs_teacher_labels,
       needs_next_sentence_probs=options.nsp_loss == "soft",
       kd_target=options.kd_target, temperature=options.temperature,
-      accept_full=accept_full)
+      accept_full=accept_full, labels_used=not options.online)
   if label_kind is None:
     return files, None
   return files, record_format.teacher_label_spec(
@@ -614,7 +817,8 @@ def run(distribution):
         "--max_seq_length %d exceeds max_position_embeddings %d of "
         "--bert_config_file" % (FLAGS.max_seq_length,
                                 bert_config.max_position_embeddings))
-  options = loss_options_from_flags()
+  teacher = online_teacher_from_flags(bert_config)
+  options = loss_options_from_flags(bert_config, teacher)
   layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
   if layer_map and not FLAGS.init_checkpoint:
     raise InputError("--init_layer_map needs --init_checkpoint (the teacher)")
@@ -656,7 +860,7 @@ def run(distribution):
       bert_config, options, FLAGS.init_checkpoint, layer_map,
       FLAGS.init_skip_mismatched, FLAGS.learning_rate, num_train_steps,
       num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats,
-      FLAGS.precision)
+      FLAGS.precision, teacher)
   estimator = build_estimator(model_fn, distribution)
 
   watchdog = training_hooks.Watchdog() if FLAGS.step_timeout_secs else None

@@ -90,7 +90,7 @@ def check_input_files(files, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
                       needs_teacher_labels, needs_next_sentence_probs=False,
                       kd_target="truncated", temperature=1.0,
-                      accept_full=False):
+                      accept_full=False, labels_used=True):
   """Checks the first records of every file against the flags.
 
   Returns the kind of teacher labels the records hold (distillation.TOP_K,
@@ -99,7 +99,9 @@ def check_input_files(files, flag_name, max_seq_length,
   when accept_full, as for held-out records), the student's vocab_size and
   --kd_target; sampled labels must have been drawn at --temperature. With
   needs_next_sentence_probs (--nsp_loss soft) the labels must include the
-  teacher's next-sentence probabilities.
+  teacher's next-sentence probabilities. With labels_used False (the
+  teacher runs in the graph) the records' labels are not read: they are
+  not checked and None is returned.
 
   Raises:
     InputError: with a message naming the flag to fix, also when some files
@@ -114,7 +116,8 @@ def check_input_files(files, flag_name, max_seq_length,
     kinds[path] = _check_input_file(
         path, flag_name, max_seq_length, max_predictions_per_seq,
         truncation_factor, vocab_size, needs_teacher_labels,
-        needs_next_sentence_probs, kd_target, temperature, accept_full)
+        needs_next_sentence_probs, kd_target, temperature, accept_full,
+        labels_used)
   # One parsing spec reads every file, so they must hold the same features.
   for index, what in ((0, "teacher labels"),
                       (1, record_format.NEXT_SENTENCE_PROBS)):
@@ -143,7 +146,7 @@ def _is_pipe(path):
 def _check_input_file(path, flag_name, max_seq_length,
                       max_predictions_per_seq, truncation_factor, vocab_size,
                       needs_teacher_labels, needs_next_sentence_probs,
-                      kd_target, temperature, accept_full):
+                      kd_target, temperature, accept_full, labels_used):
   """check_input_files() for one file: its first records against the flags.
 
   Returns (label kind or None, holds next_sentence_probs).
@@ -202,6 +205,8 @@ def _check_input_file(path, flag_name, max_seq_length,
         "%s holds token id %d but the student's vocab_size "
         "(--bert_config_file) is %d" % (path, largest, vocab_size))
   with_next_sentence = record_format.NEXT_SENTENCE_PROBS in described
+  if not labels_used:
+    return None, False
   if held is None:
     return None, with_next_sentence
 
