@@ -7,22 +7,38 @@ k and about the same bytes) and the full distribution -- and the held-out
 records with the full distribution, so that every student is measured
 against the whole teacher (teacher_kl is exact).
 
-The same student is then trained for the same steps with: hard labels only;
-KD on the top-k with --kd_target truncated, renormalized and residual; KD on
-the sampled labels; KD on the full distribution. That set runs twice: from a
-random start (the labels have to carry the knowledge) and from teacher
-layers (--init_layer_map; "hard" is then the init-only student). Each run is
-repeated for --seeds seeds (the student's initialisation, dropout and data
-order, and a fresh draw of the sampled labels).
+The same student is then trained for the same steps with one recipe each:
+  stored labels: hard labels only; KD on the top-k with --kd_target
+    truncated, renormalized and residual; KD on the sampled labels; KD on
+    the full distribution;
+  the teacher in the graph (--teacher_checkpoint, plain records): the soft
+    loss on its exact distribution ("online", which must agree with "full"
+    within noise), and that plus one layer-wise loss each: hidden states
+    (cosine, MSE), attention, MiniLMv2 relations; "best" adds every
+    layer-wise term whose recipe beat "online" at that start (the better
+    of the two hidden losses), after those ran.
+Students start from random weights (the labels have to carry the knowledge)
+or from teacher layers (--init_layer_map; "hard" is then the init-only
+student). Each run is repeated for --seeds seeds (the student's
+initialisation, dropout and data order, and a fresh draw of the sampled
+labels). The runs of seed 0 also evaluate every --curve_every steps, which
+gives the steps each recipe needs to reach the hard-label student's final
+accuracy.
+
+--measure timing trains each recipe once more for --timing_steps steps
+without evaluation and records its seconds per training step: run it on an
+idle machine (alone, it adds the timing to an earlier --output_json). The
+quality runs (--measure quality) may share the machine.
 
 Prints a table of mean +- sd over seeds (held-out masked-LM accuracy,
-teacher top-1 agreement, teacher_kl), the label bytes per record and the
-issue's three targets, and writes it all to --output_json (rewritten after
-every run, so a stopped run keeps what it measured).
+teacher top-1 agreement, teacher_kl), the label bytes per record, seconds
+per step, the wall-clock training time to reach the hard-label student's
+final accuracy and the issues' targets, and writes it all to --output_json
+(rewritten after every run, so a stopped run keeps what it measured).
 
-  .venv/bin/python bench/bench_quality.py                  # full, ~40 min
-  .venv/bin/python bench/bench_quality.py --demo_dir demo_output
-  .venv/bin/python bench/bench_quality.py --quick          # smoke test
+  .venv/bin/python bench/bench_quality.py --demo_dir demo_output  # ~60 min
+  .venv/bin/python bench/bench_quality.py --recipes stored        # issue 11's
+  .venv/bin/python bench/bench_quality.py --quick                 # smoke test
 
 --demo_dir reuses a finished `make demo` (its records and teacher); without
 it the demo's data and teacher stages run first under --work_dir.
@@ -67,18 +83,46 @@ flags.DEFINE_integer("train_records", 4000,
 flags.DEFINE_integer("top_k", 10, "k of the top-k and sampled labels.")
 flags.DEFINE_float("soft_label_weight", 1.0, "Soft loss weight of KD runs.")
 flags.DEFINE_float("hard_label_weight", 1.0, "Hard loss weight of KD runs.")
-flags.DEFINE_string("kinds", ",".join(
-    ["hard", "truncated", "renormalized", "residual", "sampled", "full"]),
-                    "Comma list of the students to train (default: all).")
+flags.DEFINE_list(
+    "recipes", [],
+    "Comma list of the recipes to train at every start, or the groups "
+    "'stored' (the six stored-label students) and 'layer' (the six with the "
+    "teacher in the graph). Default: from a random start hard, residual, "
+    "full and the layer group; from teacher layers hard, full, online and "
+    "best.")
+flags.DEFINE_alias("kinds", "recipes")
 flags.DEFINE_string("starts", "scratch,init",
                     "Comma list: 'scratch' (random start), 'init' "
                     "(--init_layer_map from the teacher).")
+flags.DEFINE_float("layer_loss_weight", 1.0,
+                   "Weight of the layer-wise loss in each layer recipe.")
+flags.DEFINE_list("measure", ["quality", "timing"],
+                  "'quality' (the seeds x starts x recipes runs) and/or "
+                  "'timing' (seconds per step, one run per recipe: run it "
+                  "on an idle machine). Timing alone adds to the results "
+                  "already in --output_json.")
+flags.DEFINE_integer("timing_steps", 100,
+                     "Training steps of each timing run (--quick: 6).")
+flags.DEFINE_integer("curve_every", 75,
+                     "Seed 0 evaluates every this many steps (the curve "
+                     "that gives the time to reach the hard-label "
+                     "student's accuracy); 0 = off. --quick: 2.")
 
 FLAGS = flags.FLAGS
 
 TRAINER = "network_distillation_single_machine_truncated.py"
 METRICS = ("masked_lm_accuracy", "teacher_top1_agreement", "teacher_kl")
-# Which training labels each student reads, and its trainer flags.
+# The layer-wise terms; their weight is --layer_loss_weight.
+LAYER_TERMS = {
+    "hidden_cosine": ["--hidden_loss_weight", None, "--hidden_loss",
+                      "cosine"],
+    "hidden_mse": ["--hidden_loss_weight", None, "--hidden_loss", "mse"],
+    "attention": ["--attention_loss_weight", None],
+    "relation": ["--relation_loss_weight", None],
+}
+# Which training labels each student reads ("online": plain records, the
+# teacher in the graph), and its trainer flags ("best" gets its terms when
+# the others have run).
 STUDENTS = {
     "hard": ("top_k", ["--soft_label_weight", 0, "--hard_label_weight", 1]),
     "truncated": ("top_k", ["--kd_target", "truncated"]),
@@ -86,8 +130,25 @@ STUDENTS = {
     "residual": ("top_k", ["--kd_target", "residual"]),
     "sampled": ("sampled", ["--kd_target", "sampled"]),
     "full": ("full", []),
+    "online": ("online", []),
 }
+STUDENTS.update((term, ("online", flags_)) for term, flags_ in
+                LAYER_TERMS.items())
+STUDENTS["best"] = ("online", [])
 TOP_K_KINDS = ("truncated", "renormalized", "residual")
+STORED_KD = TOP_K_KINDS + ("sampled", "full")
+RECIPE_GROUPS = {
+    "stored": ("hard",) + STORED_KD,
+    "layer": ("online",) + tuple(LAYER_TERMS) + ("best",),
+}
+DEFAULT_RECIPES = {
+    "scratch": ("hard", "residual", "full") + RECIPE_GROUPS["layer"],
+    "init": ("hard", "full", "online", "best"),
+}
+# Names in the table.
+RECIPE_TITLES = {"online": "online soft", "hidden_cosine": "+ hidden cosine",
+                 "hidden_mse": "+ hidden MSE", "attention": "+ attention",
+                 "relation": "+ relations"}
 
 
 def run_logged(command, log_path):
@@ -139,21 +200,36 @@ def summarize(runs):
                   if run.get(metric) is not None]
         row[metric] = list(mean_sd(values)) if values else None
       row["seconds"] = mean_sd([run["seconds"] for run in student_runs])[0]
+      per_step = [run["seconds_per_step"] for run in student_runs
+                  if run.get("seconds_per_step")]
+      row["seconds_per_step"] = mean_sd(per_step)[0] if per_step else None
+      curves = [run["curve"] for run in student_runs if run.get("curve")]
+      row["curve"] = curves[0] if curves else None
       students[student] = row
   return summary
+
+
+def best_of(summary_rows, candidates):
+  """The candidate with the highest mean accuracy, or None if none ran."""
+  present = [name for name in candidates if name in summary_rows]
+  if not present:
+    return None
+  return max(present,
+             key=lambda name: summary_rows[name]["masked_lm_accuracy"][0])
 
 
 def beats(summary_rows, baseline, candidates):
   """Whether the best candidate beats the baseline by > 2 sd in accuracy.
 
-  sd is the larger of the two students' seed sds. Returns a dict, or None
-  when a needed student is missing.
+  baseline is a student, or a tuple of students of which the best is the
+  baseline. sd is the larger of the two students' seed sds. Returns a dict,
+  or None when a needed student is missing.
   """
-  present = [name for name in candidates if name in summary_rows]
-  if baseline not in summary_rows or not present:
+  if isinstance(baseline, tuple):
+    baseline = best_of(summary_rows, baseline)
+  best = best_of(summary_rows, candidates)
+  if baseline not in summary_rows or best is None:
     return None
-  best = max(present,
-             key=lambda name: summary_rows[name]["masked_lm_accuracy"][0])
   best_mean, best_sd = summary_rows[best]["masked_lm_accuracy"]
   base_mean, base_sd = summary_rows[baseline]["masked_lm_accuracy"]
   margin = best_mean - base_mean
@@ -176,9 +252,29 @@ def gap_closed(summary_rows):
           "fraction": fraction, "met": bool(fraction >= 0.8)}
 
 
+def agrees(summary_rows, first, second):
+  """Whether two students agree within 2 sd in accuracy and teacher_kl.
+
+  The cross-check of the online soft loss against stored full-distribution
+  KD. Returns a dict, or None when one is missing.
+  """
+  if first not in summary_rows or second not in summary_rows:
+    return None
+  result = {"first": first, "second": second, "met": True}
+  for metric in ("masked_lm_accuracy", "teacher_kl"):
+    (first_mean, first_sd), (second_mean, second_sd) = (
+        summary_rows[first][metric], summary_rows[second][metric])
+    result[metric] = {"difference": first_mean - second_mean,
+                      "sd": max(first_sd, second_sd)}
+    result["met"] = result["met"] and bool(
+        abs(first_mean - second_mean) <= 2 * max(first_sd, second_sd))
+  return result
+
+
 def evaluate_targets(summary):
-  """The issue's three targets, measured (None when a student is missing)."""
-  kd = list(TOP_K_KINDS) + ["sampled", "full"]
+  """The issues' targets, measured (None when a student is missing)."""
+  kd = list(STORED_KD)
+  layer = list(LAYER_TERMS) + ["best"]
   scratch = summary.get("scratch", {})
   init = summary.get("init", {})
   return {
@@ -186,7 +282,109 @@ def evaluate_targets(summary):
       "sampled_closes_80pct_of_kl_gap_with_init": gap_closed(init),
       "kd_beats_hard_by_2sd_without_init": beats(scratch, "hard", kd),
       "kd_beats_init_only_by_2sd": beats(init, "hard", kd),
+      "online_agrees_with_full_kd": agrees(scratch, "online", "full"),
+      "online_agrees_with_full_kd_with_init": agrees(init, "online", "full"),
+      "layer_beats_hard_by_2sd_without_init": beats(scratch, "hard", layer),
+      "layer_beats_best_stored_kd_by_2sd_without_init": beats(
+          scratch, tuple(kd), layer),
+      "layer_beats_full_kd_by_2sd_with_init": beats(init, "full", layer),
   }
+
+
+def best_terms(summary, start):
+  """The layer-wise terms of the "best" recipe at `start`.
+
+  Each term whose single recipe beat "online" in mean accuracy at that
+  start (of the two hidden losses, the better); without those runs at this
+  start, the choice made from a random start. [] when none helped.
+  """
+  rows = summary.get(start, {})
+  if "online" not in rows or not any(term in rows for term in LAYER_TERMS):
+    if start != "scratch" and "scratch" in summary:
+      return best_terms(summary, "scratch")
+    return []
+  online = rows["online"]["masked_lm_accuracy"][0]
+  better = [term for term in LAYER_TERMS if term in rows and
+            rows[term]["masked_lm_accuracy"][0] > online]
+  hidden = [term for term in better if term.startswith("hidden_")]
+  if len(hidden) == 2:
+    better.remove(min(hidden, key=lambda term:
+                      rows[term]["masked_lm_accuracy"][0]))
+  return better
+
+
+def recipe_flags(recipe, terms=(), weight=1.0):
+  """The trainer flags of a recipe; "best" is given its terms."""
+  extra = list(STUDENTS[recipe][1])
+  for term in terms if recipe == "best" else ():
+    extra += LAYER_TERMS[term]
+  return [weight if part is None else part for part in extra]
+
+
+def steps_to_reach(curve, accuracy):
+  """Steps (linearly interpolated) at which a curve reaches `accuracy`.
+
+  curve is [[step, accuracy], ...] in order. Returns (steps, exact): exact
+  is False when the first point already reaches it (an upper bound). None
+  when the curve never does.
+  """
+  previous = None
+  for step, value in curve:
+    if value >= accuracy:
+      if previous is None:
+        return step, False
+      (last_step, last_value) = previous
+      return (last_step + (step - last_step) * (accuracy - last_value) /
+              (value - last_value)), True
+    previous = (step, value)
+  return None
+
+
+def costs(results):
+  """{start: {recipe: seconds/step, its ratio to stored KD, time to hard}}.
+
+  Seconds per step come from the timing runs when there are any (an idle
+  machine), else from the quality runs themselves. The time to reach the
+  hard-label student's final mean accuracy is its steps on the seed-0 curve
+  times seconds per step. The ratio is to "full" (else the first stored KD
+  recipe that ran).
+  """
+  table = {}
+  timing = results.get("timing", {})
+  for start, rows in results["summary"].items():
+    hard = rows.get("hard")
+    per_start = {}
+    for recipe, row in rows.items():
+      per_step = timing.get(timing_key(start, recipe, results)) or row.get(
+          "seconds_per_step")
+      entry = {"seconds_per_step": per_step,
+               "timed": timing_key(start, recipe, results) in timing}
+      if hard and row.get("curve") and per_step:
+        reached = steps_to_reach(row["curve"],
+                                 hard["masked_lm_accuracy"][0])
+        if reached:
+          entry["steps_to_hard"] = reached[0]
+          entry["exact"] = reached[1]
+          entry["seconds_to_hard"] = reached[0] * per_step
+      per_start[recipe] = entry
+    reference = next((name for name in ("full",) + STORED_KD
+                      if per_start.get(name, {}).get("seconds_per_step")),
+                     None)
+    for recipe, entry in per_start.items():
+      if reference and entry["seconds_per_step"]:
+        entry["vs_stored_kd"] = (entry["seconds_per_step"] /
+                                 per_start[reference]["seconds_per_step"])
+        entry["stored_kd"] = reference
+    table[start] = per_start
+  return table
+
+
+def timing_key(start, recipe, results):
+  """The timing entry of a recipe: its cost does not depend on the start,
+  except "best", whose terms may."""
+  if recipe != "best":
+    return recipe
+  return "best:" + "+".join(results.get("best_terms", {}).get(start, []))
 
 
 def format_metric(value, digits=4):
@@ -196,27 +394,67 @@ def format_metric(value, digits=4):
   return "%.*f ± %.*f" % (digits, value[0], digits, value[1])
 
 
+def format_cost(entry):
+  """'seconds/step (x stored KD)' or '-'."""
+  if not entry or not entry.get("seconds_per_step"):
+    return "-"
+  text = "%.3f" % entry["seconds_per_step"]
+  if "vs_stored_kd" in entry:
+    text += " (%.2f×)" % entry["vs_stored_kd"]
+  return text + ("" if entry["timed"] else " busy")
+
+
+def format_time_to_hard(entry):
+  """'steps / seconds' to reach the hard student's accuracy, or '-'."""
+  if not entry or "steps_to_hard" not in entry:
+    return "not reached" if entry and entry.get("seconds_per_step") else "-"
+  bound = "" if entry["exact"] else "≤ "
+  return "%s%.0f / %s%.0f s" % (bound, entry["steps_to_hard"], bound,
+                                entry["seconds_to_hard"])
+
+
+def recipe_title(start, student, results):
+  """The table's name of a recipe."""
+  if (start, student) == ("init", "hard"):
+    return "init-only (hard)"
+  if student == "best":
+    terms = results.get("best_terms", {}).get(start, [])
+    return "best: online + %s" % (" + ".join(terms) or "nothing")
+  return RECIPE_TITLES.get(student, student)
+
+
 def format_table(results):
   """The results as a markdown table plus the targets, as text."""
   lines = ["| start | student | labels | label bytes/record | held-out "
-           "masked-LM acc. | teacher top-1 agreement | teacher_kl | seeds |",
-           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+           "masked-LM acc. | teacher top-1 agreement | teacher_kl | "
+           "s/step (× stored KD) | steps / s to hard's acc. | seeds |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | "
+           "---: |"]
   teacher = results.get("teacher")
   if teacher:
-    lines.append("| - | teacher | - | - | %.4f | %.4f | %.4f | - |" % (
-        teacher["masked_lm_accuracy"], teacher["teacher_top1_agreement"],
-        teacher["teacher_kl"]))
+    lines.append("| - | teacher | - | - | %.4f | %.4f | %.4f | - | - | - |"
+                 % (teacher["masked_lm_accuracy"],
+                    teacher["teacher_top1_agreement"],
+                    teacher["teacher_kl"]))
+  cost_table = costs(results)
   for start in ("scratch", "init"):
     for student, row in results["summary"].get(start, {}).items():
       labels = STUDENTS[student][0]
       label_bytes = results["label_bytes_per_record"].get(labels)
-      lines.append("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
-          start, "init-only (hard)" if (start, student) == ("init", "hard")
-          else student, labels,
+      entry = cost_table.get(start, {}).get(student)
+      lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+          start, recipe_title(start, student, results),
+          "teacher in graph" if labels == "online" else labels,
           "{:,.0f}".format(label_bytes) if label_bytes else "-",
           format_metric(row["masked_lm_accuracy"]),
           format_metric(row["teacher_top1_agreement"]),
-          format_metric(row["teacher_kl"]), row["seeds"]))
+          format_metric(row["teacher_kl"]), format_cost(entry),
+          format_time_to_hard(entry), row["seeds"]))
+  lines.append("")
+  lines.append("s/step: from the timing runs (--measure timing), or "
+               "'busy' from the quality runs; steps / s to hard's acc.: on "
+               "the seed-0 curve, to the hard student's final mean accuracy "
+               "at that start.")
   lines.append("")
   for name, target in results["targets"].items():
     if target is None:
@@ -227,6 +465,15 @@ def format_table(results):
                        name, "MET" if target["met"] else "NOT MET",
                        target["truncated"], target["sampled"],
                        target["full"], 100 * target["fraction"]))
+    elif "first" in target:
+      lines.append("- %s: %s (%s - %s: accuracy %+.4f, 2 sd = %.4f; "
+                   "teacher_kl %+.4f, 2 sd = %.4f)" % (
+                       name, "MET" if target["met"] else "NOT MET",
+                       target["first"], target["second"],
+                       target["masked_lm_accuracy"]["difference"],
+                       2 * target["masked_lm_accuracy"]["sd"],
+                       target["teacher_kl"]["difference"],
+                       2 * target["teacher_kl"]["sd"]))
     else:
       lines.append("- %s: %s (%s %+.4f over %s, 2 sd = %.4f)" % (
           name, "MET" if target["met"] else "NOT MET", target["best"],
@@ -321,11 +568,13 @@ class Bench(object):
     return run_demo.read_eval_results(
         os.path.join(output_dir, "eval_results.txt"))
 
-  def train_student(self, start, student, seed):
-    """Trains and evaluates one student; returns its result dict."""
-    labels, extra = STUDENTS[student]
+  def student_flags(self, start, student, seed, terms):
+    """(training file, trainer flags) of one recipe at one start."""
+    labels, _ = STUDENTS[student]
     if labels == "sampled":
       train_file = self.sampled_labels(seed)
+    elif labels == "online":
+      train_file = self.path("labels", "train_plain.tfrecord")
     else:
       train_file = self.path("labels", "train_%s.tfrecord" % labels)
     flags_used = ["--truncation_factor", 0 if labels == "full" else
@@ -334,10 +583,24 @@ class Bench(object):
     if student != "hard":
       flags_used += ["--soft_label_weight", FLAGS.soft_label_weight,
                      "--hard_label_weight", FLAGS.hard_label_weight]
-    flags_used += extra
+    if labels == "online":
+      flags_used += ["--teacher_config_file", self.teacher_config,
+                     "--teacher_checkpoint", self.teacher_checkpoint]
+    flags_used += recipe_flags(student, terms, FLAGS.layer_loss_weight)
     if start == "init":
       flags_used += ["--init_checkpoint", self.teacher_checkpoint,
                      "--init_layer_map", self.settings["init_layer_map"]]
+    return train_file, flags_used
+
+  def train_student(self, start, student, seed, terms=(), curve_every=0):
+    """Trains and evaluates one student; returns its result dict.
+
+    With curve_every, it also evaluates every curve_every steps; the
+    result's "curve" is [[step, held-out accuracy], ...].
+    """
+    train_file, flags_used = self.student_flags(start, student, seed, terms)
+    if curve_every:
+      flags_used += ["--eval_every_steps", curve_every]
     os.makedirs(self.path("students"), exist_ok=True)
     output_dir = self.path("students", "%s_%s_seed%d" % (start, student,
                                                          seed))
@@ -348,37 +611,142 @@ class Bench(object):
                          output_dir + ".log")
     results = run_demo.read_eval_results(
         os.path.join(output_dir, "eval_results.txt"))
+    run = {"start": start, "student": student, "seed": seed,
+           "seconds": round(seconds, 1),
+           "seconds_per_step": self.seconds_per_step(output_dir)}
+    if curve_every:
+      with open(os.path.join(output_dir, "eval_history.jsonl")) as history:
+        run["curve"] = [[entry["step"], entry["masked_lm_accuracy"]]
+                        for entry in map(json.loads, history)]
+    if student == "best":
+      run["terms"] = list(terms)
+    run.update({metric: results.get(metric) for metric in METRICS})
     # Checkpoints are not needed afterwards; the disk is.
     shutil.rmtree(output_dir)
-    run = {"start": start, "student": student, "seed": seed,
-           "seconds": round(seconds, 1)}
-    run.update({metric: results.get(metric) for metric in METRICS})
     return run
+
+  def seconds_per_step(self, output_dir):
+    """Seconds per training step from a run's train_stats.json."""
+    with open(os.path.join(output_dir, "train_stats.json")) as stats_file:
+      stats = json.load(stats_file)
+    return FLAGS.batch / stats["train_seq_per_s"]
+
+  def time_recipe(self, start, student, terms, steps):
+    """Trains one recipe for `steps` without evaluating; seconds/step."""
+    train_file, flags_used = self.student_flags(start, student, 0, terms)
+    os.makedirs(self.path("timing"), exist_ok=True)
+    output_dir = self.path("timing", "%s_%s" % (start, student))
+    command = run_demo.trainer_command(
+        TRAINER, self.settings, self.student_config, train_file,
+        self.path("labels", "heldout_full.tfrecord"), output_dir, steps,
+        FLAGS.learning_rate, FLAGS.batch, flags_used)
+    command[command.index("--do_eval") + 1] = "False"
+    run_logged(command, output_dir + ".log")
+    per_step = self.seconds_per_step(output_dir)
+    shutil.rmtree(output_dir)
+    return per_step
+
+
+def recipes_for(start):
+  """The recipes to train at `start` (--recipes, or DEFAULT_RECIPES)."""
+  if not FLAGS.recipes:
+    return list(DEFAULT_RECIPES[start])
+  recipes = []
+  for name in FLAGS.recipes:
+    for recipe in RECIPE_GROUPS.get(name, (name,)):
+      if recipe not in STUDENTS:
+        raise command_line.InputError(
+            "--recipes: unknown recipe %r (choose from %s, or the groups %s)"
+            % (recipe, ", ".join(STUDENTS), ", ".join(RECIPE_GROUPS)))
+      if recipe not in recipes:
+        recipes.append(recipe)
+  return recipes
+
+
+def update(results, output_json, began):
+  """Recomputes the summary, best terms and targets; writes the JSON."""
+  results["summary"] = summarize(results["runs"])
+  results["targets"] = evaluate_targets(results["summary"])
+  results["costs"] = costs(results)
+  results["wall_seconds"] = round(time.time() - began, 1)
+  write_results(output_json, results)
+
+
+def measure_quality(bench, results, plan, seeds, curve_every, output_json,
+                    began):
+  """The seeds x starts x recipes runs; "best" after the others."""
+  # Seeds outermost: a stopped run still has every student at some seeds.
+  for seed in range(seeds):
+    for start, recipes in plan:
+      for student in recipes:
+        if student != "best":
+          results["runs"].append(bench.train_student(
+              start, student, seed,
+              curve_every=curve_every if seed == 0 else 0))
+          update(results, output_json, began)
+  for start, recipes in plan:
+    if "best" not in recipes:
+      continue
+    terms = best_terms(results["summary"], start)
+    results["best_terms"][start] = terms
+    if not terms:
+      print("best at %s: no layer-wise term beat online; not run" % start)
+      continue
+    for seed in range(seeds):
+      results["runs"].append(bench.train_student(
+          start, "best", seed, terms,
+          curve_every=curve_every if seed == 0 else 0))
+      update(results, output_json, began)
+
+
+def measure_timing(bench, results, plan, steps, output_json, began):
+  """One timing run per distinct recipe (all from a random start)."""
+  for start, recipes in plan:
+    for student in recipes:
+      key = timing_key(start, student, results)
+      terms = results["best_terms"].get(start, [])
+      if key in results["timing"] or (student == "best" and not terms):
+        continue
+      results["timing"][key] = bench.time_recipe("scratch", student, terms,
+                                                 steps)
+      update(results, output_json, began)
 
 
 def main(_):
   settings = run_demo.SETTINGS["tiny" if FLAGS.quick else "full"]
   seeds = 2 if FLAGS.quick else FLAGS.seeds
   steps = settings["student_steps"] if FLAGS.quick else FLAGS.steps
+  timing_steps = settings["student_steps"] if FLAGS.quick else (
+      FLAGS.timing_steps)
+  curve_every = 2 if FLAGS.quick else FLAGS.curve_every
   train_records = 64 if FLAGS.quick else FLAGS.train_records
   # Evaluation reads max_eval_steps batches of 32: label just those.
   eval_records = settings["max_eval_steps"] * 32
-  kinds = [kind for kind in FLAGS.kinds.split(",") if kind]
   starts = [start for start in FLAGS.starts.split(",") if start]
-  for kind in kinds:
-    if kind not in STUDENTS:
-      raise command_line.InputError("--kinds: unknown student %r (choose "
-                                    "from %s)" % (kind, ", ".join(STUDENTS)))
   for start in starts:
     if start not in ("scratch", "init"):
       raise command_line.InputError("--starts: unknown start %r" % start)
+  plan = [(start, recipes_for(start)) for start in starts]
+  measures = set(FLAGS.measure)
+  if not measures or measures - {"quality", "timing"}:
+    raise command_line.InputError("--measure: choose quality and/or timing, "
+                                  "got %s" % ",".join(FLAGS.measure))
 
   work_dir = os.path.abspath(FLAGS.work_dir)
+  output_json = os.path.abspath(FLAGS.output_json or os.path.join(
+      work_dir, "bench_quality.json"))
+  previous = None
+  if "quality" not in measures:
+    # Timing alone: add it to the quality results measured before.
+    if not os.path.exists(output_json):
+      raise command_line.InputError(
+          "--measure timing alone adds to an earlier run's --output_json, "
+          "but %s does not exist" % output_json)
+    with open(output_json) as reader:
+      previous = json.load(reader)
   if os.path.exists(work_dir):
     shutil.rmtree(work_dir)
   os.makedirs(work_dir)
-  output_json = FLAGS.output_json or os.path.join(work_dir,
-                                                  "bench_quality.json")
   began = time.time()
   demo_dir = FLAGS.demo_dir
   if not demo_dir:
@@ -388,7 +756,7 @@ def main(_):
                              FLAGS.vocab_file, FLAGS.num_workers)
   bench = Bench(settings, work_dir, os.path.abspath(demo_dir), steps)
   counts = bench.prepare_records(train_records, eval_records)
-  results = {
+  results = previous or {
       "settings": {
           "quick": FLAGS.quick, "seeds": seeds, "steps": steps,
           "learning_rate": FLAGS.learning_rate, "batch": FLAGS.batch,
@@ -396,27 +764,28 @@ def main(_):
           "heldout_records": counts["heldout"],
           "soft_label_weight": FLAGS.soft_label_weight,
           "hard_label_weight": FLAGS.hard_label_weight,
+          "layer_loss_weight": FLAGS.layer_loss_weight,
+          "curve_every": curve_every,
+          "recipes": dict(plan),
           "init_layer_map": settings["init_layer_map"],
           "student_shape": settings["student"],
           "teacher_shape": settings["teacher"],
           "teacher_checkpoint": bench.teacher_checkpoint},
       "label_bytes_per_record": bench.label_bytes,
       "teacher": None, "runs": [], "summary": {}, "targets": {},
-      "complete": False}
-  teacher = bench.evaluate_teacher()
-  results["teacher"] = {metric: teacher.get(metric) for metric in METRICS}
-  # Seeds outermost: a stopped run still has every student at some seeds.
-  for seed in range(seeds):
-    for start in starts:
-      for student in kinds:
-        results["runs"].append(bench.train_student(start, student, seed))
-        results["summary"] = summarize(results["runs"])
-        results["targets"] = evaluate_targets(results["summary"])
-        results["wall_seconds"] = round(time.time() - began, 1)
-        write_results(output_json, results)
+      "best_terms": {}, "timing": {}, "complete": False}
+  results.setdefault("best_terms", {})
+  results.setdefault("timing", {})
+  if "quality" in measures:
+    teacher = bench.evaluate_teacher()
+    results["teacher"] = {metric: teacher.get(metric) for metric in METRICS}
+    measure_quality(bench, results, plan, seeds, curve_every, output_json,
+                    began)
+  if "timing" in measures:
+    results["settings"]["timing_steps"] = timing_steps
+    measure_timing(bench, results, plan, timing_steps, output_json, began)
   results["complete"] = True
-  results["wall_seconds"] = round(time.time() - began, 1)
-  write_results(output_json, results)
+  update(results, output_json, began)
   print("\n" + format_table(results))
   print("\nWall time %.1f min; results in %s" % (
       results["wall_seconds"] / 60, output_json))

@@ -19,21 +19,28 @@ summary = bench_quality.summarize(runs)
 targets = bench_quality.evaluate_targets(summary)
 results = {"summary": summary, "targets": targets, "teacher": None,
            "label_bytes_per_record": {"top_k": 640.0, "sampled": 700.0,
-                                      "full": 160000.0}}
+                                      "full": 160000.0},
+           "timing": json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}}
+results["best_terms"] = {start: bench_quality.best_terms(summary, start)
+                         for start in summary}
 print(json.dumps({"summary": summary, "targets": targets,
+                  "best_terms": results["best_terms"],
+                  "costs": bench_quality.costs(results),
                   "table": bench_quality.format_table(results)}))
 """
 
 
-def run(start, student, seed, accuracy, kl):
-  return {"start": start, "student": student, "seed": seed, "seconds": 1.0,
-          "masked_lm_accuracy": accuracy, "teacher_top1_agreement": 0.5,
-          "teacher_kl": kl}
+def run(start, student, seed, accuracy, kl, **extra):
+  return dict({"start": start, "student": student, "seed": seed,
+               "seconds": 1.0, "masked_lm_accuracy": accuracy,
+               "teacher_top1_agreement": 0.5, "teacher_kl": kl}, **extra)
 
 
-def bench_bookkeeping(runs):
+def bench_bookkeeping(runs, timing=None):
   result = subprocess.run(
-      [sys.executable, "-c", DRIVER, json.dumps(runs)], cwd=conftest.REPO,
+      [sys.executable, "-c", DRIVER, json.dumps(runs)] + (
+          [json.dumps(timing)] if timing is not None else []),
+      cwd=conftest.REPO,
       env=conftest.CHILD_ENV, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -66,3 +73,62 @@ def test_summary_and_targets():
   assert targets["sampled_closes_80pct_of_kl_gap_with_init"] is None
   assert "init-only (hard)" in out["table"]
   assert "NOT MET" in out["table"] and "not measured" in out["table"]
+
+
+def test_layer_recipes_best_terms_costs_and_targets():
+  runs = []
+  for seed, noise in enumerate((-0.001, 0.0, 0.001)):
+    curve = seed == 0
+    runs += [
+        run("scratch", "hard", seed, 0.15 + noise, 1.0,
+            seconds_per_step=0.10,
+            curve=[[100, 0.12], [200, 0.14], [300, 0.15]] if curve else None),
+        run("scratch", "full", seed, 0.152 + noise, 0.70 + noise,
+            seconds_per_step=0.12),
+        run("scratch", "online", seed, 0.153 + noise, 0.701 + noise,
+            seconds_per_step=0.20,
+            curve=[[100, 0.13], [200, 0.17], [300, 0.18]] if curve else None),
+        run("scratch", "hidden_cosine", seed, 0.16 + noise, 0.7),
+        run("scratch", "hidden_mse", seed, 0.17 + noise, 0.7),
+        run("scratch", "attention", seed, 0.14 + noise, 0.7),
+        run("scratch", "relation", seed, 0.18 + noise, 0.6),
+        run("scratch", "best", seed, 0.19 + noise, 0.6),
+        run("init", "hard", seed, 0.24 + noise, 0.3),
+        run("init", "full", seed, 0.25 + noise, 0.2),
+        run("init", "online", seed, 0.25 + noise, 0.2,
+            curve=[[100, 0.245], [200, 0.25]] if curve else None),
+        run("init", "best", seed, 0.251 + noise, 0.2),
+    ]
+  # Timing runs (an idle machine) win over the quality runs' own.
+  out = bench_bookkeeping(runs, timing={"online": 0.3, "full": 0.125})
+  # Terms that beat online; of the hidden losses only the better (MSE).
+  assert out["best_terms"]["scratch"] == ["hidden_mse", "relation"]
+  # No single-term runs from teacher layers: the random start's choice.
+  assert out["best_terms"]["init"] == ["hidden_mse", "relation"]
+  targets = out["targets"]
+  assert targets["layer_beats_hard_by_2sd_without_init"]["met"]
+  stored = targets["layer_beats_best_stored_kd_by_2sd_without_init"]
+  assert stored["baseline"] == "full" and stored["best"] == "best"
+  assert abs(stored["difference"] - 0.038) < 1e-9 and stored["met"]
+  assert not targets["layer_beats_full_kd_by_2sd_with_init"]["met"]
+  assert targets["online_agrees_with_full_kd"]["met"]
+
+  costs = out["costs"]["scratch"]
+  assert costs["online"]["seconds_per_step"] == 0.3
+  assert costs["online"]["timed"] and abs(
+      costs["online"]["vs_stored_kd"] - 2.4) < 1e-9
+  # Hard's final mean accuracy 0.15: online's curve passes it between
+  # steps 100 (0.13) and 200 (0.17), at 150; 150 steps x 0.3 s.
+  assert abs(costs["online"]["steps_to_hard"] - 150) < 1e-9
+  assert abs(costs["online"]["seconds_to_hard"] - 45) < 1e-9
+  # Busy: the quality runs' own seconds per step.
+  assert abs(costs["hard"]["seconds_per_step"] - 0.10) < 1e-9
+  assert not costs["hard"]["timed"]
+  # Already above it at the first point: an upper bound.
+  init = out["costs"]["init"]["online"]
+  assert init["steps_to_hard"] == 100 and not init["exact"]
+  table = out["table"]
+  assert "best: online + hidden_mse + relation" in table
+  assert "+ hidden MSE" in table and "teacher in graph" in table
+  assert "≤ 100 / ≤ 30 s" in table and "150 / 45 s" in table
+  assert "0.300 (2.40×)" in table and "0.100 (0.80×) busy" in table
