@@ -418,7 +418,7 @@ class LayerLossOptions(object):
     self.relation_heads = relation_heads
 
   @property
-  def any(self):
+  def enabled(self):
     """Whether any layer-wise loss is on."""
     return (self.hidden_loss_weight > 0 or self.attention_loss_weight > 0 or
             self.relation_loss_weight > 0)

@@ -340,7 +340,7 @@ def build_online_teacher(teacher, options, features, student_model,
                                 ignore_prefixes=ignored,
                                 optional_prefixes=("bert/pooler/",))
   layer_losses = {}
-  if options.layer.any:
+  if options.layer.enabled:
     layer_losses = distillation.layer_losses(
         options.layer, student_model, model, features["input_mask"],
         initializer_range)
