@@ -345,9 +345,11 @@ def costs(results):
 
   Seconds per step come from the timing runs when there are any (an idle
   machine), else from the quality runs themselves. The time to reach the
-  hard-label student's final mean accuracy is its steps on the seed-0 curve
-  times seconds per step. The ratio is to "full" (else the first stored KD
-  recipe that ran).
+  hard-label student's final accuracy is the steps at which a recipe's
+  seed-0 curve reaches the final accuracy of hard's seed-0 run (the same
+  seed: a paired comparison; hard's mean without its curve), times seconds
+  per step. The ratio is to "full" (else the first stored KD recipe that
+  ran).
   """
   table = {}
   timing = results.get("timing", {})
@@ -360,8 +362,9 @@ def costs(results):
       entry = {"seconds_per_step": per_step,
                "timed": timing_key(start, recipe, results) in timing}
       if hard and row.get("curve") and per_step:
-        reached = steps_to_reach(row["curve"],
-                                 hard["masked_lm_accuracy"][0])
+        target = (hard["curve"][-1][1] if hard.get("curve") else
+                  hard["masked_lm_accuracy"][0])
+        reached = steps_to_reach(row["curve"], target)
         if reached:
           entry["steps_to_hard"] = reached[0]
           entry["exact"] = reached[1]
@@ -453,7 +456,7 @@ def format_table(results):
   lines.append("")
   lines.append("s/step: from the timing runs (--measure timing), or "
                "'busy' from the quality runs; steps / s to hard's acc.: on "
-               "the seed-0 curve, to the hard student's final mean accuracy "
+               "the seed-0 curve, to the final accuracy of hard's seed-0 run "
                "at that start.")
   lines.append("")
   for name, target in results["targets"].items():
