@@ -626,6 +626,18 @@ def run(distribution):
     return classifier_data.features(examples, tokenizer, FLAGS.max_seq_length,
                                     labels, task.regression)
 
+  # Rank 0 evaluates and predicts; their files are checked before training.
+  if FLAGS.do_eval and distribution.is_chief:
+    dev_arrays = split_arrays(classifier_data.read_examples(
+        task, "dev", classifier_data.split_path(task, FLAGS.data_dir, "dev")))
+  if FLAGS.do_predict and distribution.is_chief:
+    test_arrays = classifier_data.features(
+        classifier_data.read_examples(
+            task, "test",
+            classifier_data.split_path(task, FLAGS.data_dir, "test"),
+            labelled=False),
+        tokenizer, FLAGS.max_seq_length, labels, task.regression)
+
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
     temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
@@ -669,20 +681,12 @@ def run(distribution):
   if not distribution.is_chief:
     return
   if FLAGS.do_eval:
-    dev_path = classifier_data.split_path(task, FLAGS.data_dir, "dev")
-    dev_arrays = split_arrays(classifier_data.read_examples(task, "dev",
-                                                            dev_path))
     logits = predicted_logits(estimator, dev_arrays, FLAGS.eval_batch_size)
     estimator_training.write_eval_results(
         FLAGS.output_dir, evaluation_results(
             task, logits, dev_arrays,
             estimator_training.checkpoint_step(FLAGS.output_dir)))
   if FLAGS.do_predict:
-    test_path = classifier_data.split_path(task, FLAGS.data_dir, "test")
-    test_arrays = classifier_data.features(
-        classifier_data.read_examples(task, "test", test_path,
-                                      labelled=False),
-        tokenizer, FLAGS.max_seq_length, labels, task.regression)
     write_predictions(FLAGS.output_dir,
                       predicted_logits(estimator, test_arrays,
                                        FLAGS.predict_batch_size),
