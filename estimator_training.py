@@ -62,6 +62,23 @@ class Distribution(object):
     return value
 
 
+def load_bert_config(bert_config_file, max_seq_length):
+  """The model's BertConfig; InputError naming --bert_config_file.
+
+  The config must take sequences of max_seq_length (--max_seq_length).
+  """
+  try:
+    bert_config = modeling.BertConfig.from_json_file(bert_config_file)
+  except modeling.ConfigError as error:
+    raise InputError("--bert_config_file: %s" % error) from None
+  if max_seq_length > bert_config.max_position_embeddings:
+    raise InputError(
+        "--max_seq_length %d exceeds max_position_embeddings %d of "
+        "--bert_config_file" % (max_seq_length,
+                                bert_config.max_position_embeddings))
+  return bert_config
+
+
 # ---------------------------------------------------------------------------
 # Output files.
 

@@ -446,15 +446,8 @@ def run(distribution):
   tf1.logging.set_verbosity(tf1.logging.INFO)
   check_flags()
   precision.check_hardware(FLAGS.precision)
-  try:
-    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
-  except modeling.ConfigError as error:
-    raise InputError("--bert_config_file: %s" % error) from None
-  if FLAGS.max_seq_length > bert_config.max_position_embeddings:
-    raise InputError(
-        "--max_seq_length %d exceeds max_position_embeddings %d of "
-        "--bert_config_file" % (FLAGS.max_seq_length,
-                                bert_config.max_position_embeddings))
+  bert_config = estimator_training.load_bert_config(FLAGS.bert_config_file,
+                                                    FLAGS.max_seq_length)
   options = loss_options_from_flags()
   layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
   if layer_map and not FLAGS.init_checkpoint:

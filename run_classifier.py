@@ -476,20 +476,6 @@ def init_checkpoint_prefix(path):
   return teacher_graph.resolve_checkpoint(path, "--init_checkpoint")
 
 
-def load_bert_config():
-  """The model's BertConfig; InputError naming --bert_config_file."""
-  try:
-    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
-  except modeling.ConfigError as error:
-    raise InputError("--bert_config_file: %s" % error) from None
-  if FLAGS.max_seq_length > bert_config.max_position_embeddings:
-    raise InputError(
-        "--max_seq_length %d exceeds max_position_embeddings %d of "
-        "--bert_config_file" % (FLAGS.max_seq_length,
-                                bert_config.max_position_embeddings))
-  return bert_config
-
-
 def load_tokenizer(bert_config):
   """The FullTokenizer of --vocab_file, checked against the config."""
   try:
@@ -602,7 +588,8 @@ def run(distribution):
   check_flags()
   precision.check_hardware(FLAGS.precision)
   task = classifier_data.get_task(FLAGS.task_name)
-  bert_config = load_bert_config()
+  bert_config = estimator_training.load_bert_config(FLAGS.bert_config_file,
+                                                    FLAGS.max_seq_length)
   tokenizer = load_tokenizer(bert_config)
   layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
   init_checkpoint = (init_checkpoint_prefix(FLAGS.init_checkpoint)
