@@ -41,8 +41,8 @@ import tensorflow as tf
 
 import classifier_data
 import classifier_metrics
+import classifier_model
 import command_line
-import distillation
 import estimator_training
 import modeling
 import optimization
@@ -204,9 +204,6 @@ FLAGS = flags.FLAGS
 
 InputError = command_line.InputError
 
-# Google's classifier dropout, on the pooled output while training.
-CLASSIFIER_DROPOUT = 0.1
-
 # Flags that only task distillation uses.
 TEACHER_ONLY_FLAGS = ("temperature", "soft_label_weight", "hard_label_weight",
                       "transfer_file", "augment_factor")
@@ -219,80 +216,7 @@ REQUIRED_FLAGS = ("data_dir", "task_name", "vocab_file", "bert_config_file",
 
 
 # ---------------------------------------------------------------------------
-# Model.
-
-
-def classifier_logits(pooled_output, num_outputs, is_training,
-                      initializer_range):
-  """Google's classifier: logits = dropout(pooled) . output_weights^T + b.
-
-  Variables output_weights [num_outputs, hidden] and output_bias
-  [num_outputs], named in the current variable scope.
-  """
-  hidden_size = pooled_output.shape[-1]
-  output_weights = tf1.get_variable(
-      "output_weights", [num_outputs, hidden_size],
-      initializer=tf1.truncated_normal_initializer(stddev=initializer_range))
-  output_bias = tf1.get_variable("output_bias", [num_outputs],
-                                 initializer=tf1.zeros_initializer())
-  if is_training:
-    pooled_output = modeling.dropout(pooled_output, CLASSIFIER_DROPOUT)
-  logits = tf.matmul(pooled_output, output_weights, transpose_b=True)
-  return tf.nn.bias_add(logits, output_bias)
-
-
-def teacher_logits(teacher_config, features, num_outputs, compute_type):
-  """The frozen teacher's logits (no dropout), under tf.stop_gradient."""
-  teacher = teacher_graph.build_teacher(
-      teacher_config, features["input_ids"], features["input_mask"],
-      features["segment_ids"], compute_type=compute_type)
-  with teacher_graph.teacher_scope():
-    logits = classifier_logits(teacher.get_pooled_output(), num_outputs,
-                               False, teacher_config.initializer_range)
-  return tf.stop_gradient(logits)
-
-
-def weighted_mean(values, weights):
-  """sum(weights * values) / sum(weights); 0 when no weight is positive."""
-  return tf.math.divide_no_nan(tf.reduce_sum(weights * values),
-                               tf.reduce_sum(weights))
-
-
-def hard_losses(logits, label_ids, regression):
-  """Per-example loss on the labels: cross-entropy, or squared error."""
-  if regression:
-    return tf.square(logits[:, 0] - tf.cast(label_ids, tf.float32))
-  log_probs = tf.nn.log_softmax(logits, axis=-1)
-  return -tf.gather(log_probs, tf.cast(label_ids, tf.int32), batch_dims=1)
-
-
-def soft_losses(logits, teacher_output, regression, temperature):
-  """Per-example loss against the teacher, not yet scaled by T^2.
-
-  Cross-entropy of the student's softmax at T against the teacher's softmax
-  at T; for a regression, the squared error to the teacher's score.
-  """
-  if regression:
-    return tf.square(logits[:, 0] - teacher_output[:, 0])
-  return distillation.soft_cross_entropy(
-      logits, tf.nn.softmax(teacher_output, axis=-1), temperature=temperature)
-
-
-def classifier_loss(logits, features, regression, teacher_output=None,
-                    temperature=1.0, soft_weight=1.0, hard_weight=0.0):
-  """The training loss (see the module docstring); returns (total, parts).
-
-  Without teacher_output, the mean loss on the labels (Google's).
-  """
-  hard = weighted_mean(hard_losses(logits, features["label_ids"], regression),
-                       features["label_weights"])
-  if teacher_output is None:
-    return hard, {"hard_loss": hard}
-  soft = tf.reduce_mean(soft_losses(logits, teacher_output, regression,
-                                    temperature))
-  scale = 1.0 if regression else temperature ** 2
-  total = soft_weight * scale * soft + hard_weight * hard
-  return total, {"hard_loss": hard, "soft_loss": soft}
+# Model (the head and the losses are in classifier_model.py).
 
 
 def init_from_checkpoint(init_checkpoint, layer_map, skip_mismatched):
@@ -325,7 +249,7 @@ def model_fn_builder(bert_config, num_outputs, regression, init_checkpoint,
         config=bert_config, is_training=is_training,
         input_ids=features["input_ids"], input_mask=features["input_mask"],
         token_type_ids=features["segment_ids"], compute_type=compute_type)
-    logits = classifier_logits(model.get_pooled_output(), num_outputs,
+    logits = classifier_model.classifier_logits(model.get_pooled_output(), num_outputs,
                                is_training, bert_config.initializer_range)
     stats["params"] = modeling.count_parameters(tf1.trainable_variables())
     # Under Horovod, rank 0 loads and BroadcastGlobalVariablesHook copies.
@@ -348,7 +272,7 @@ def model_fn_builder(bert_config, num_outputs, regression, init_checkpoint,
 
     teacher_output = None
     if teacher:
-      teacher_output = teacher_logits(teacher["config"], features, num_outputs,
+      teacher_output = classifier_model.teacher_logits(teacher["config"], features, num_outputs,
                                       compute_type)
       # Every rank loads the teacher itself (its variables are local).
       teacher_graph.restore_teacher(teacher["checkpoint"])
@@ -356,7 +280,7 @@ def model_fn_builder(bert_config, num_outputs, regression, init_checkpoint,
     if teacher:
       weights = {key: teacher[key] for key in ("temperature", "soft_weight",
                                                "hard_weight")}
-    total, parts = classifier_loss(logits, features, regression,
+    total, parts = classifier_model.classifier_loss(logits, features, regression,
                                    teacher_output, **weights)
     for name, value in parts.items():
       tf1.summary.scalar(name, value)

@@ -20,7 +20,7 @@ import conftest
 import checkpoint_conversion
 import classifier_data
 import classifier_metrics
-import run_classifier
+import classifier_model
 import teacher_graph
 import tokenization
 from test_convert_checkpoint import numpy_hf_forward
@@ -287,7 +287,7 @@ def test_soft_loss_and_gradient_match_numpy(temperature):
   soft_weight, hard_weight = 0.7, 0.3
   with tf.Graph().as_default():
     logits = tf.constant(student)
-    total, _ = run_classifier.classifier_loss(
+    total, _ = classifier_model.classifier_loss(
         tf.cast(logits, tf.float32),
         {"label_ids": tf.constant(label_ids),
          "label_weights": tf.constant(weights, tf.float32)},
@@ -313,7 +313,7 @@ def test_soft_loss_and_gradient_match_numpy(temperature):
 
 def test_regression_losses_are_squared_errors():
   with tf.Graph().as_default():
-    total, parts = run_classifier.classifier_loss(
+    total, parts = classifier_model.classifier_loss(
         tf.constant([[1.0], [3.0]]),
         {"label_ids": tf.constant([2.0, 0.0]),
          "label_weights": tf.constant([1.0, 0.0])},
@@ -440,12 +440,12 @@ def test_teacher_variables_stay_frozen_while_the_student_trains(task,
                 "segment_ids": tf.zeros((4, SEQ), tf.int32),
                 "label_ids": tf.constant([0, 1, 0, 1]),
                 "label_weights": tf.ones([4])}
-    teacher_output = run_classifier.teacher_logits(config, features, 2,
+    teacher_output = classifier_model.teacher_logits(config, features, 2,
                                                    tf.float32)
     teacher_graph.restore_teacher(teacher)
     weights = tf1.get_variable("student_weights", [SEQ, 2])
     student = tf.matmul(tf.cast(features["input_ids"], tf.float32), weights)
-    total, _ = run_classifier.classifier_loss(student, features, False,
+    total, _ = classifier_model.classifier_loss(student, features, False,
                                               teacher_output, 2.0, 1.0, 0.5)
     step = tf1.train.GradientDescentOptimizer(1.0).minimize(total)
     frozen = teacher_graph.teacher_variables()
