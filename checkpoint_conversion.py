@@ -20,6 +20,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import classifier_data
 import command_line
 import distillation
 import modeling
@@ -76,7 +77,12 @@ SPECIAL_HF_NAMES = {
     "cls/predictions/output_bias": "cls.predictions.bias",
     "cls/seq_relationship/output_weights": "cls.seq_relationship.weight",
     "cls/seq_relationship/output_bias": "cls.seq_relationship.bias",
+    "output_weights": "classifier.weight",
+    "output_bias": "classifier.bias",
 }
+# The classifier of a run_classifier.py model (top level, as in Google's
+# script): BertForSequenceClassification's classifier.weight and .bias.
+CLASSIFIER_NAMES = ("output_weights", "output_bias")
 # Hugging Face buffers that some files hold; they are not weights.
 HF_BUFFERS = ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
 HF_DECODER_WEIGHT = "cls.predictions.decoder.weight"
@@ -483,8 +489,55 @@ def read_google(path, bert_config_file, vocab_file):
   check_vocab(vocab_file, bert_config, "--vocab_file")
   logging.info("Reading %s", checkpoint)
   tensors = model_variables(checkpoint)
-  check_google_tensors(tensors, bert_config, checkpoint)
+  if any(name in tensors for name in CLASSIFIER_NAMES):
+    config["classifier"] = classifier_config(tensors, bert_config, checkpoint)
+  check_google_tensors({name: value for name, value in tensors.items()
+                        if name not in CLASSIFIER_NAMES}, bert_config,
+                       checkpoint)
   return config, tensors, vocab_file
+
+
+def classifier_config(tensors, bert_config, checkpoint):
+  """config.json's classifier keys for a run_classifier.py checkpoint.
+
+  num_labels, id2label and label2id come from the task.json that
+  run_classifier.py saves next to its checkpoints (LABEL_<i> without one);
+  a regression (sts-b) gets problem_type "regression".
+  """
+  missing = [name for name in CLASSIFIER_NAMES if name not in tensors]
+  if missing:
+    raise InputError("%s holds half a classifier: it lacks %s" % (
+        checkpoint, ", ".join(missing)))
+  num_labels = tensors["output_weights"].shape[0]
+  if (list(tensors["output_weights"].shape) !=
+      [num_labels, bert_config.hidden_size] or
+      list(tensors["output_bias"].shape) != [num_labels]):
+    raise InputError(
+        "%s: the classifier's output_weights %s and output_bias %s do not "
+        "fit hidden_size %d" % (checkpoint,
+                                list(tensors["output_weights"].shape),
+                                list(tensors["output_bias"].shape),
+                                bert_config.hidden_size))
+  task = classifier_data.read_task_file(os.path.dirname(checkpoint))
+  if task is None:
+    logging.warning("No %s next to %s: the classes are named LABEL_0.."
+                    "LABEL_%d.", classifier_data.TASK_FILE, checkpoint,
+                    num_labels - 1)
+    labels, regression = ["LABEL_%d" % i for i in range(num_labels)], False
+  else:
+    labels, regression = task["labels"], task["regression"]
+  if regression:
+    labels = ["LABEL_0"]
+  if len(labels) != num_labels:
+    raise InputError("%s has %d classes but its %s lists %d labels" % (
+        checkpoint, num_labels, classifier_data.TASK_FILE, len(labels)))
+  return {
+      "num_labels": num_labels,
+      "id2label": {str(index): label for index, label in enumerate(labels)},
+      "label2id": {label: index for index, label in enumerate(labels)},
+      "problem_type": ("regression" if regression
+                       else "single_label_classification"),
+  }
 
 
 # ---------------------------------------------------------------------------
@@ -513,6 +566,8 @@ def write_google(folder, config, tensors, vocab_file):
 
 def hf_architecture(tensors):
   """The transformers class whose layout the tensors fill."""
+  if "output_weights" in tensors:
+    return "BertForSequenceClassification"
   if has_prefix(tensors, NEXT_SENTENCE_PREFIX):
     return "BertForPreTraining"
   if has_prefix(tensors, "cls/predictions/"):
@@ -528,6 +583,7 @@ def hf_config_for(config, tensors, pad_token_id):
       hidden_act=GOOGLE_TO_HF_ACTIVATION[config["hidden_act"]],
       layer_norm_eps=1e-12, position_embedding_type="absolute",
       pad_token_id=pad_token_id, torch_dtype="float32")
+  hf_config.update(config.get("classifier", {}))
   return hf_config
 
 
@@ -656,7 +712,8 @@ def convert(source_format, target_format, input_dir, output_dir,
                "encoder layers%s.", len(tensors), output_dir, target_format,
                config["num_hidden_layers"],
                "".join(", " + head for head in heads_held(tensors)))
-  if not has_prefix(tensors, NEXT_SENTENCE_PREFIX):
+  if not has_prefix(tensors, NEXT_SENTENCE_PREFIX) and (
+      "classifier" not in config):
     logging.warning(
         "The model has no next-sentence head (cls/seq_relationship). As a "
         "teacher, produce_teacher_labels.py stores no next_sentence_probs; "

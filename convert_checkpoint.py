@@ -11,6 +11,10 @@ they are.
 trainer's --output_dir, or one model.ckpt-N) becomes a Hugging Face folder
 (config.json, model.safetensors, vocab.txt, tokenizer_config.json) that
 transformers' BertForPreTraining (or BertForMaskedLM) and AutoTokenizer load.
+A run_classifier.py --output_dir becomes a BertForSequenceClassification
+(classifier.weight and .bias from output_weights and output_bias; num_labels,
+id2label and label2id from its task.json; problem_type "regression" for
+sts-b).
 
 Every tensor is copied bit for bit. Dense kernels are transposed: Google
 stores them [in, out], Hugging Face [out, in]. The activation keeps its

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 import command_line
 import distillation
+import estimator_training
 import modeling
 import optimization
 import precision
@@ -253,40 +254,8 @@ FLAGS = flags.FLAGS
 InputError = command_line.InputError
 
 
-class Distribution(object):
-  """How this process takes part in training. The defaults: one process.
-
-  The Horovod wrapper passes its own values. Attributes:
-    size: number of processes training together.
-    rank: this process's index; rank 0 is the chief.
-    model_dir: where this process keeps checkpoints (None = --output_dir).
-    use_horovod: average gradients over the processes.
-    scale_learning_rate: with Horovod, multiply the learning rate by size.
-    fp16_allreduce: with Horovod, all-reduce the gradients in float16.
-    train_hooks: extra SessionRunHooks for training.
-    session_config: a tf ConfigProto or None.
-  """
-
-  def __init__(self, size=1, rank=0, model_dir=None, use_horovod=False,
-               scale_learning_rate=True, fp16_allreduce=False, train_hooks=(),
-               session_config=None):
-    self.size = size
-    self.rank = rank
-    self.model_dir = model_dir
-    self.use_horovod = use_horovod
-    self.scale_learning_rate = scale_learning_rate
-    self.fp16_allreduce = fp16_allreduce
-    self.train_hooks = list(train_hooks)
-    self.session_config = session_config
-
-  @property
-  def is_chief(self):
-    """Rank 0 loads --init_checkpoint, writes output_dir and evaluates."""
-    return self.rank == 0
-
-  def agree(self, value):
-    """Returns rank 0's `value` on every rank (one process: `value`)."""
-    return value
+# One process, or several under Horovod (horovod_training.py).
+Distribution = estimator_training.Distribution
 
 
 # ---------------------------------------------------------------------------
@@ -428,26 +397,13 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 # Output files.
 
 
-def write_atomically(path, text):
-  """Writes text to path through a temporary file and a rename.
-
-  tf.io.gfile, so that output_dir may be remote (gs://, hdfs://).
-  """
-  temporary_files.write_atomically(
-      path, lambda writer: writer.write(text), opener=tf.io.gfile.GFile,
-      replace=lambda source, target: tf.io.gfile.rename(source, target,
-                                                          overwrite=True))
-
-
-def write_eval_results(output_dir, results):
-  """Writes output_dir/eval_results.txt as `name = value` lines."""
-  lines = []
-  tf1.logging.info("***** Eval results *****")
-  for key in sorted(results):
-    tf1.logging.info("  %s = %s", key, results[key])
-    lines.append("%s = %s\n" % (key, results[key]))
-  write_atomically(os.path.join(output_dir, "eval_results.txt"),
-                   "".join(lines))
+write_atomically = estimator_training.write_atomically
+write_eval_results = estimator_training.write_eval_results
+checkpoint_step = estimator_training.checkpoint_step
+check_output_dir_checkpoint = (
+    estimator_training.check_output_dir_checkpoint)
+output_dir_checkpoint_message = (
+    estimator_training.output_dir_checkpoint_message)
 
 
 def append_eval_history(output_dir, results):
@@ -463,60 +419,8 @@ def append_eval_history(output_dir, results):
   write_atomically(path, previous + json.dumps(entry, sort_keys=True) + "\n")
 
 
-def write_train_stats(output_dir, params, throughput, processes):
-  """Writes output_dir/train_stats.json (read by the demo's report)."""
-  train_stats = {
-      "params": params,
-      "precision": FLAGS.precision,
-      "train_seq_per_s": throughput.sequences_per_second(),
-      "steps": throughput.steps,
-      "seconds": throughput.seconds,
-      "processes": processes,
-  }
-  tf1.logging.info("Training stats: %s", train_stats)
-  write_atomically(os.path.join(output_dir, "train_stats.json"),
-                   json.dumps(train_stats, indent=2) + "\n")
-
-
-def checkpoint_step(model_dir):
-  """The global step of the latest checkpoint in model_dir (0 if none)."""
-  latest = tf.train.latest_checkpoint(model_dir)
-  if not latest:
-    return 0
-  try:
-    return int(tf.train.load_checkpoint(latest).get_tensor("global_step"))
-  except (tf.errors.OpError, IndexError, ValueError) as error:
-    problem = (modeling.unreadable_checkpoint_problem(latest) or
-               "checkpoint %s cannot be read (%s)" % (latest, error))
-    raise InputError(output_dir_checkpoint_message(problem, latest)) from None
-
-
 # ---------------------------------------------------------------------------
 # Checkpoints and damaged files.
-
-
-def check_output_dir_checkpoint(variables, model_dir):
-  """Raises InputError when model_dir's latest checkpoint is another model."""
-  latest = tf.train.latest_checkpoint(model_dir)
-  if not latest:
-    return
-  differences = student_init.checkpoint_differences(variables, latest)
-  if differences:
-    shown = differences[:10]
-    if len(differences) > 10:
-      shown.append("... and %d more" % (len(differences) - 10))
-    raise InputError(
-        "--output_dir %s holds checkpoint %s of another model than "
-        "--bert_config_file describes:\n  %s\nUse a new --output_dir, or the "
-        "bert_config that checkpoint was trained with." % (
-            model_dir, os.path.basename(latest), "\n  ".join(shown)))
-
-
-def output_dir_checkpoint_message(problem, checkpoint):
-  """The message for an unreadable checkpoint in --output_dir."""
-  return ("--output_dir: %s. Delete %s.* and the 'checkpoint' file of "
-          "--output_dir to start again, or edit that file to name an "
-          "earlier checkpoint to resume from." % (problem, checkpoint))
 
 
 def unreadable_checkpoint_message(model_dir):
@@ -551,21 +455,6 @@ def naming_damaged_files(input_files, input_flag, model_dir):
     if damage:
       raise InputError("%s: %s" % (input_flag, damage)) from None
     raise
-
-
-def non_finite_message(error, model_dir):
-  """The message for a NonFiniteTrainingError: what, when, how to go on."""
-  latest = tf.train.latest_checkpoint(model_dir)
-  if latest:
-    resume = ("The latest checkpoint, %s, is from before that step; rerunning "
-              "resumes from it, so first lower --learning_rate (or raise "
-              "--num_warmup_steps), or the run may diverge again." % latest)
-  else:
-    resume = ("No checkpoint was written before it; a rerun starts from the "
-              "beginning, so first lower --learning_rate (or raise "
-              "--num_warmup_steps).")
-  return ("Training diverged: %s. No checkpoint was written from that step. "
-          "%s" % (error, resume))
 
 
 # ---------------------------------------------------------------------------
@@ -708,32 +597,6 @@ def checked_input(patterns, flag_name, bert_config, options,
       with_next_sentence=training_input.holds_next_sentence_probs(files))
 
 
-def build_estimator(model_fn, distribution):
-  """The Estimator of this process; only rank 0 saves into --output_dir."""
-  run_config = tf.estimator.RunConfig(
-      model_dir=distribution.model_dir or FLAGS.output_dir,
-      save_checkpoints_steps=(FLAGS.save_checkpoints_steps
-                              if distribution.is_chief else None),
-      save_summary_steps=100 if distribution.is_chief else None,
-      log_step_count_steps=FLAGS.iterations_per_loop,
-      keep_checkpoint_max=5,
-      tf_random_seed=FLAGS.random_seed,
-      session_config=distribution.session_config)
-  return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
-
-
-def step_timeout_message(distribution, what):
-  """The watchdog's message when no `what` step finishes in time."""
-  if distribution.size > 1:
-    cause = "a rank (every step waits for all of them) or the input is stuck"
-  else:
-    cause = "the input is stuck, or one step takes longer than that"
-  return ("No %s step finished in %%.0f s (--step_timeout_secs %d; the "
-          "first step of a session gets %d times that): %s. Aborting; rerun "
-          "the same command to resume from the last checkpoint." % (
-              what, FLAGS.step_timeout_secs,
-              training_hooks.StepTimeoutHook.FIRST_STEP_FACTOR, cause))
-
 
 def evaluation_round(evaluate, distribution, watchdog):
   """Rank 0 evaluates (evaluate() is None elsewhere); then the ranks meet.
@@ -767,40 +630,18 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
 
   With evaluate_every > 0, trains in chunks ending at multiples of it and
   calls evaluate() after each (rank 0 passes it; the others pass None and
-  wait for it). Returns True when the last step was evaluated.
+  wait for it). Returns True when the last step was evaluated. The loop is
+  estimator_training.train_to_step.
 
   Raises:
     InputError: when the loss or the weights become NaN or infinite; no
       checkpoint is written from that step on.
   """
-  # Every rank must agree, or rank 0 would skip training that the others
-  # start (and wait for it forever).
-  step = distribution.agree(
-      checkpoint_step(FLAGS.output_dir) if distribution.is_chief else 0)
-  if step >= num_train_steps:
-    tf1.logging.info("Already trained to step %d; nothing to train.", step)
-    return False
-  hooks = [training_hooks.NonFiniteLossHook()] + list(hooks)
-  # Only rank 0 saves checkpoints.
-  listeners = ([training_hooks.FiniteCheckpointListener()]
-               if distribution.is_chief else None)
-  while step < num_train_steps:
-    target = num_train_steps
-    if evaluate_every:
-      target = min(num_train_steps, (step // evaluate_every + 1) *
-                   evaluate_every)
-    tf1.logging.info("***** Training to step %d *****", target)
-    try:
-      estimator.train(
-          input_fn=input_fn, max_steps=target, hooks=hooks,
-          saving_listeners=listeners)
-    except training_hooks.NonFiniteTrainingError as error:
-      raise InputError(non_finite_message(
-          error, distribution.model_dir or FLAGS.output_dir)) from None
-    step = target
-    if evaluate_every:
-      evaluation_round(evaluate, distribution, watchdog)
-  return bool(evaluate_every and evaluate)
+  trained = estimator_training.train_to_step(
+      estimator, input_fn, num_train_steps, hooks, distribution,
+      FLAGS.output_dir, every=evaluate_every,
+      after_chunk=lambda: evaluation_round(evaluate, distribution, watchdog))
+  return bool(trained and evaluate_every and evaluate)
 
 
 def run(distribution):
@@ -808,15 +649,8 @@ def run(distribution):
   tf1.logging.set_verbosity(tf1.logging.INFO)
   check_flags()
   precision.check_hardware(FLAGS.precision)
-  try:
-    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
-  except modeling.ConfigError as error:
-    raise InputError("--bert_config_file: %s" % error) from None
-  if FLAGS.max_seq_length > bert_config.max_position_embeddings:
-    raise InputError(
-        "--max_seq_length %d exceeds max_position_embeddings %d of "
-        "--bert_config_file" % (FLAGS.max_seq_length,
-                                bert_config.max_position_embeddings))
+  bert_config = estimator_training.load_bert_config(FLAGS.bert_config_file,
+                                                    FLAGS.max_seq_length)
   teacher = online_teacher_from_flags(bert_config)
   options = loss_options_from_flags(bert_config, teacher)
   layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
@@ -861,7 +695,9 @@ def run(distribution):
       FLAGS.init_skip_mismatched, FLAGS.learning_rate, num_train_steps,
       num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats,
       FLAGS.precision, teacher)
-  estimator = build_estimator(model_fn, distribution)
+  estimator = estimator_training.build_estimator(
+      model_fn, distribution, FLAGS.output_dir, FLAGS.save_checkpoints_steps,
+      FLAGS.iterations_per_loop, FLAGS.random_seed)
 
   watchdog = training_hooks.Watchdog() if FLAGS.step_timeout_secs else None
 
@@ -871,7 +707,8 @@ def run(distribution):
     if watchdog:
       hooks.append(training_hooks.StepTimeoutHook(
           watchdog, FLAGS.step_timeout_secs,
-          step_timeout_message(distribution, "evaluation")))
+          estimator_training.step_timeout_message(
+              distribution, "evaluation", FLAGS.step_timeout_secs)))
     with naming_damaged_files(eval_files, eval_flag, FLAGS.output_dir):
       results = estimator.evaluate(
           input_fn=training_input.input_fn_builder(
@@ -892,7 +729,8 @@ def run(distribution):
       # First, so that it also watches the other hooks' session setup.
       hooks.insert(0, training_hooks.StepTimeoutHook(
           watchdog, FLAGS.step_timeout_secs,
-          step_timeout_message(distribution, "training")))
+          estimator_training.step_timeout_message(
+              distribution, "training", FLAGS.step_timeout_secs)))
     with naming_damaged_files(train_files, "--input_file",
                               distribution.model_dir or FLAGS.output_dir):
       evaluated = train(
@@ -907,8 +745,9 @@ def run(distribution):
           evaluate_every=FLAGS.eval_every_steps if FLAGS.do_eval else 0,
           evaluate=evaluate if run_eval else None)
     if distribution.is_chief and throughput.steps:
-      write_train_stats(FLAGS.output_dir, stats["params"], throughput,
-                        distribution.size)
+      estimator_training.write_train_stats(
+          FLAGS.output_dir, stats["params"], throughput, distribution.size,
+          FLAGS.precision)
 
   if run_eval and not evaluated:
     evaluate()

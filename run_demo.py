@@ -6,6 +6,11 @@ results go under --output_dir (demo_output/ by default), ending with
 report.md, report.json and a plot of held-out masked-LM accuracy. The
 distilled student is also exported to Hugging Face's layout in student_hf/.
 
+The last stage uses the models on a task: data/make_sample_task.py turns the
+held-out articles into a sentence -> kind-of-article task (task/), and
+run_classifier.py fine-tunes the teacher and each student on it, then
+task-distils the distilled student from the fine-tuned teacher (downstream/).
+
 --tiny runs the same chain with tiny models and a few steps; the test suite
 uses it to prove that the stages fit together.
 """
@@ -62,7 +67,14 @@ SETTINGS = {
         # 10 sampled tokens per position plus the hard labels.
         init_layer_map="0,3", label_sampling=True, temperature=1.0,
         kd_target="sampled", soft_label_weight=1.0, hard_label_weight=1.0,
-        nsp_loss="soft"),
+        nsp_loss="soft",
+        # The task's sentences are 12 word pieces long (median; 99.5% fit in
+        # 24). Every model gets the same steps and batch; the task-distilled
+        # student's loss weights are bench_downstream.py's.
+        downstream=dict(max_seq_length=24, steps=150, batch=32,
+                        learning_rate=2e-4, temperature=2.0,
+                        soft_label_weight=1.0, hard_label_weight=0.5,
+                        random_seed=1)),
     "tiny": dict(
         split_number=3, max_seq_length=32, max_predictions_per_seq=5,
         dupe_factor=1,
@@ -75,7 +87,11 @@ SETTINGS = {
         eval_every_steps=3, max_eval_steps=2, horovod_steps=2,
         init_layer_map="1", label_sampling=True, temperature=1.0,
         kd_target="sampled", soft_label_weight=1.0, hard_label_weight=1.0,
-        nsp_loss="soft"),
+        nsp_loss="soft",
+        downstream=dict(max_seq_length=16, steps=4, batch=8,
+                        learning_rate=1e-3, temperature=2.0,
+                        soft_label_weight=1.0, hard_label_weight=0.5,
+                        random_seed=1)),
 }
 
 STAGE_SECONDS = {}
@@ -83,16 +99,24 @@ STAGE_SECONDS = {}
 # The report's rows, teacher first.
 MODELS = ("teacher", "distilled_student", "init_only_student",
           "scratch_student")
+# The downstream step's rows: each model fine-tuned, then the distilled
+# student task-distilled from the fine-tuned teacher.
+DOWNSTREAM_MODELS = MODELS + ("task_distilled_student",)
 
 
 def run_stage(stage, command, env=None):
-  """Prints a command line, runs it, and adds its wall time to `stage`."""
+  """Prints a command line, runs it, and adds its wall time to `stage`.
+
+  Returns the command's wall time in seconds.
+  """
   print("\n$ " + " ".join(shlex.quote(str(part)) for part in command),
         flush=True)
   start = time.time()
   subprocess.run([str(part) for part in command], check=True, cwd=REPO,
                  env=env)
-  STAGE_SECONDS[stage] = STAGE_SECONDS.get(stage, 0.0) + time.time() - start
+  seconds = time.time() - start
+  STAGE_SECONDS[stage] = STAGE_SECONDS.get(stage, 0.0) + seconds
+  return seconds
 
 
 def write_bert_config(path, vocab_size, shape, max_seq_length):
@@ -215,9 +239,12 @@ def demo_precision():
   return "fp32" if slow else "bf16"
 
 
-def write_report(out, settings, models, flags_used, precision_name):
+def write_report(out, settings, models, flags_used, precision_name,
+                 downstream_task, downstream):
   """Writes report.json and report.md."""
   report = dict(models)
+  report["downstream"] = downstream
+  report["downstream_task"] = downstream_task
   report["precision"] = precision_name
   report["stages"] = {name: round(seconds, 1)
                       for name, seconds in STAGE_SECONDS.items()}
@@ -251,8 +278,9 @@ def write_report(out, settings, models, flags_used, precision_name):
                 distilled - models["scratch_student"]["masked_lm_accuracy"],
                 distilled - models["init_only_student"][
                     "masked_lm_accuracy"]), "",
-            "Distillation flags: `%s`" % " ".join(flags_used), "",
-            "## Stage wall times", "", "| stage | seconds |", "| --- | ---: |"]
+            "Distillation flags: `%s`" % " ".join(flags_used), ""]
+  lines += downstream_markdown(settings, downstream_task, downstream)
+  lines += ["## Stage wall times", "", "| stage | seconds |", "| --- | ---: |"]
   for name, seconds in STAGE_SECONDS.items():
     lines.append("| %s | %.1f |" % (name, seconds))
   lines += ["", "![held-out masked-LM accuracy](mlm_accuracy.png)", ""]
@@ -331,6 +359,150 @@ def prepare_teacher(out, settings, dump, vocab_file, num_workers,
       ["--soft_label_weight", 0, "--hard_label_weight", 1,
        "--nsp_loss", "hard"] + list(precision_flags)))
   return path("teacher", "model.ckpt-%d" % settings["teacher_steps"])
+
+
+def classifier_command(settings, data_dir, vocab_file, config,
+                       init_checkpoint, output_dir, extra=()):
+  """Builds a run_classifier.py command line for the demo's task."""
+  task = settings["downstream"]
+  return [sys.executable, "run_classifier.py", "--task_name", "tsv",
+          "--data_dir", data_dir, "--vocab_file", vocab_file,
+          "--do_lower_case", "True", "--bert_config_file", config,
+          "--init_checkpoint", init_checkpoint,
+          "--max_seq_length", task["max_seq_length"],
+          "--do_train", "True", "--do_eval", "True", "--do_predict", "True",
+          "--train_batch_size", task["batch"], "--eval_batch_size", 64,
+          "--predict_batch_size", 64,
+          "--learning_rate", task["learning_rate"],
+          "--num_train_steps", task["steps"], "--warmup_proportion", 0.1,
+          "--save_checkpoints_steps", task["steps"],
+          "--iterations_per_loop", max(1, task["steps"] // 4),
+          "--random_seed", task["random_seed"],
+          "--output_dir", output_dir] + list(extra)
+
+
+def run_downstream(out, settings, dump, vocab_file, teacher_checkpoint,
+                   precision_flags):
+  """Stage VIII: builds the task, fine-tunes every model, task-distils.
+
+  Returns {model: (what it started from, wall seconds of its run)}.
+  """
+  path = lambda *parts: os.path.join(out, *parts)
+  task = settings["downstream"]
+  run_stage("downstream_task", [
+      sys.executable, "data/make_sample_task.py", "--dump", dump,
+      "--extracted_folder", path("extracted"),
+      "--text_dir", path("heldout_text"), "--output_dir", path("task")])
+  teacher_config = path("teacher_config.json")
+  student_config = path("student_config.json")
+  # (config, init checkpoint, extra flags) of each model.
+  runs = {
+      "teacher": (teacher_config, teacher_checkpoint, []),
+      "distilled_student": (student_config, path("distilled_student"), []),
+      "init_only_student": (student_config, path("init_only_student"), []),
+      "scratch_student": (student_config, path("scratch_student"), []),
+      # Runs after the teacher's fine-tuning, which it learns from.
+      "task_distilled_student": (student_config, path("distilled_student"), [
+          "--teacher_config_file", teacher_config,
+          "--teacher_checkpoint", path("downstream", "teacher"),
+          "--temperature", task["temperature"],
+          "--soft_label_weight", task["soft_label_weight"],
+          "--hard_label_weight", task["hard_label_weight"]]),
+  }
+  done = {}
+  for name in DOWNSTREAM_MODELS:
+    config, init_checkpoint, extra = runs[name]
+    seconds = run_stage("downstream", classifier_command(
+        settings, path("task"), vocab_file, config, init_checkpoint,
+        path("downstream", name), extra + precision_flags))
+    done[name] = (os.path.relpath(init_checkpoint, out), seconds)
+  return done
+
+
+def read_tsv_column(path, column):
+  """The values of one named column of a tab-separated file with a header."""
+  with open(path, encoding="utf-8") as f:
+    header = f.readline().rstrip("\n").split("\t")
+    index = header.index(column)
+    return [line.rstrip("\n").split("\t")[index] for line in f
+            if line.strip()]
+
+
+def predicted_accuracy(test_file, model_dir):
+  """Accuracy of a run's test_results.tsv against test_file's labels."""
+  labels = read_json(os.path.join(model_dir, "task.json"))["labels"]
+  with open(os.path.join(model_dir, "test_results.tsv")) as f:
+    rows = [[float(value) for value in line.split("\t")] for line in f
+            if line.strip()]
+  predicted = [labels[row.index(max(row))] for row in rows]
+  expected = read_tsv_column(test_file, "label")
+  if len(predicted) != len(expected):
+    raise ValueError("%s has %d rows for %d test examples" % (
+        model_dir, len(predicted), len(expected)))
+  return sum(p == e for p, e in zip(predicted, expected)) / len(expected)
+
+
+def downstream_summary(out, runs):
+  """The report's task description and one row per downstream model."""
+  task_dir = os.path.join(out, "task")
+  sizes = {split: len(read_tsv_column(os.path.join(task_dir, split + ".tsv"),
+                                      "label"))
+           for split in ("train", "dev", "test")}
+  train_labels = read_tsv_column(os.path.join(task_dir, "train.tsv"), "label")
+  majority = max(set(train_labels), key=train_labels.count)
+  test_labels = read_tsv_column(os.path.join(task_dir, "test.tsv"), "label")
+  task = dict(sizes, labels=sorted(set(train_labels)),
+              majority_label=majority,
+              test_majority_accuracy=test_labels.count(majority) /
+              len(test_labels))
+  rows = {}
+  for name, (init_checkpoint, seconds) in runs.items():
+    model_dir = os.path.join(out, "downstream", name)
+    results = read_eval_results(os.path.join(model_dir, "eval_results.txt"))
+    stats = read_json(os.path.join(model_dir, "train_stats.json"))
+    rows[name] = {
+        "eval_accuracy": results["eval_accuracy"],
+        "eval_loss": results["eval_loss"],
+        "test_accuracy": predicted_accuracy(
+            os.path.join(task_dir, "test.tsv"), model_dir),
+        "steps": int(results["global_step"]),
+        "params": stats["params"],
+        "train_seq_per_s": stats["train_seq_per_s"],
+        "seconds": round(seconds, 1),
+        "init_checkpoint": init_checkpoint,
+    }
+  return task, rows
+
+
+def downstream_markdown(settings, task, rows):
+  """The report.md section of the downstream step."""
+  recipe = settings["downstream"]
+  lines = [
+      "## Downstream task: a sentence, the kind of its article", "",
+      "`data/make_sample_task.py` made the task from the held-out articles: "
+      "each sentence (but the first, which names the kind) is labelled with "
+      "its article's kind (%s), split by article: %d train, %d dev, %d test "
+      "sentences. Always answering `%s` scores %.4f on test." % (
+          ", ".join(task["labels"]), task["train"], task["dev"],
+          task["test"], task["majority_label"],
+          task["test_majority_accuracy"]), "",
+      "Each model was fine-tuned with `run_classifier.py` for %d steps, "
+      "batch %d, `--max_seq_length %d`, `--learning_rate %g`; the "
+      "task-distilled student starts from the distilled student and learns "
+      "from the fine-tuned teacher (`--temperature %g --soft_label_weight %g "
+      "--hard_label_weight %g`)." % (
+          recipe["steps"], recipe["batch"], recipe["max_seq_length"],
+          recipe["learning_rate"], recipe["temperature"],
+          recipe["soft_label_weight"], recipe["hard_label_weight"]), "",
+      "| model | starts from | params | dev accuracy | test accuracy | "
+      "steps | train seq/s | seconds |",
+      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for name, row in rows.items():
+    lines.append("| %s | `%s` | %s | %.4f | %.4f | %d | %.1f | %.1f |" % (
+        name, row["init_checkpoint"], "{:,}".format(row["params"]),
+        row["eval_accuracy"], row["test_accuracy"], row["steps"],
+        row["train_seq_per_s"], row["seconds"]))
+  return lines + [""]
 
 
 def main(_):
@@ -430,14 +602,21 @@ def main(_):
           settings["horovod_steps"], settings["student_lr"],
           settings["student_batch"], distill_flags + precision_flags))
 
+  # VIII. The models on a task built from the held-out articles.
+  downstream_runs = run_downstream(out, settings, FLAGS.dump,
+                                   FLAGS.vocab_file, teacher_checkpoint,
+                                   precision_flags)
+
   # Report.
   start = time.time()
   models = {name: model_summary(path(name)) for name in MODELS}
+  downstream_task, downstream = downstream_summary(out, downstream_runs)
   plot_history(path("mlm_accuracy.png"), {
       name.replace("_student", "").replace("_", "-"): read_history(
           path(name, "eval_history.jsonl")) for name in student_runs})
   STAGE_SECONDS["report"] = time.time() - start
-  write_report(out, settings, models, distill_flags, precision_name)
+  write_report(out, settings, models, distill_flags, precision_name,
+               downstream_task, downstream)
   print("\n" + open(path("report.md")).read())
 
 

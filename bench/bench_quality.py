@@ -47,17 +47,17 @@ it the demo's data and teacher stages run first under --work_dir.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 from absl import flags
-import numpy as np
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import command_line  # pylint: disable=g-import-not-at-top
+from bench_common import mean_sd  # pylint: disable=g-import-not-at-top
+from bench_common import run_logged  # pylint: disable=g-import-not-at-top
 import run_demo  # pylint: disable=g-import-not-at-top
 import temporary_files  # pylint: disable=g-import-not-at-top
 
@@ -151,24 +151,6 @@ RECIPE_TITLES = {"online": "online soft", "hidden_cosine": "+ hidden cosine",
                  "relation": "+ relations"}
 
 
-def run_logged(command, log_path):
-  """Runs a command with its output in log_path; returns its wall time.
-
-  Raises RuntimeError with the log's tail when it fails.
-  """
-  print("$ " + " ".join(str(part) for part in command), flush=True)
-  start = time.time()
-  with open(log_path, "w") as log:
-    result = subprocess.run([str(part) for part in command], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
-  if result.returncode != 0:
-    with open(log_path) as log:
-      tail = log.read()[-3000:]
-    raise RuntimeError("%s failed (exit %d); %s ends:\n%s" % (
-        command[1], result.returncode, log_path, tail))
-  return time.time() - start
-
-
 def label_bytes_per_record(labelled_path, plain_path, num_records):
   """The bytes the teacher's labels add to a record, on average.
 
@@ -177,13 +159,6 @@ def label_bytes_per_record(labelled_path, plain_path, num_records):
   """
   return (os.path.getsize(labelled_path) - os.path.getsize(plain_path)) / (
       num_records)
-
-
-def mean_sd(values):
-  """(mean, sample sd) of a list; sd is 0 for a single value."""
-  values = np.asarray(values, np.float64)
-  sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-  return float(values.mean()), sd
 
 
 def summarize(runs):

@@ -170,7 +170,7 @@ def numpy_hf_forward(tensors, hf_config, row, activation=None):
   """BertForPreTraining's forward pass on one record, reading HF names.
 
   Returns (last hidden state [seq, hidden], masked-LM logits at the masked
-  positions [n, vocab], next-sentence logits [2] or None).
+  positions [n, vocab] or None, next-sentence logits [2] or None).
   """
   t = {name: value.astype(np.float64) for name, value in tensors.items()}
   act = activation or HF_ACTIVATIONS[hf_config["hidden_act"]]
@@ -210,11 +210,13 @@ def numpy_hf_forward(tensors, hf_config, row, activation=None):
     inner = act(linear(attention, prefix + "intermediate.dense"))
     x = layer_norm(linear(inner, prefix + "output.dense") + attention,
                    prefix + "output.LayerNorm")
-  masked = x[np.array(row["masked_lm_positions"])]
-  masked = layer_norm(act(linear(masked, "cls.predictions.transform.dense")),
-                      "cls.predictions.transform.LayerNorm")
-  logits = (masked @ t["bert.embeddings.word_embeddings.weight"].T +
-            t["cls.predictions.bias"])
+  logits = None
+  if "cls.predictions.bias" in t:
+    masked = x[np.array(row["masked_lm_positions"])]
+    masked = layer_norm(act(linear(masked, "cls.predictions.transform.dense")),
+                        "cls.predictions.transform.LayerNorm")
+    logits = (masked @ t["bert.embeddings.word_embeddings.weight"].T +
+              t["cls.predictions.bias"])
   next_sentence = None
   if "cls.seq_relationship.weight" in t:
     pooled = np.tanh(linear(x[0], "bert.pooler.dense"))

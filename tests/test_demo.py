@@ -15,9 +15,16 @@ import precision
 STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
           "teacher_labels", "teacher_eval", "distilled_student",
           "init_only_student", "scratch_student", "export_student",
-          "distributed_distillation", "report")
+          "distributed_distillation", "downstream_task", "downstream",
+          "report")
 MODELS = ("teacher", "distilled_student", "init_only_student",
           "scratch_student")
+DOWNSTREAM_MODELS = MODELS + ("task_distilled_student",)
+DOWNSTREAM_KEYS = ("eval_accuracy", "eval_loss", "test_accuracy", "steps",
+                   "params", "train_seq_per_s", "seconds", "init_checkpoint")
+# The kinds of article that data/make_sample_dump.py writes.
+ARTICLE_KINDS = {"person", "town", "river", "region", "bird", "fish",
+                 "insect", "amphibian", "plant"}
 MODEL_KEYS = ("params", "masked_lm_accuracy", "teacher_top1_agreement",
               "teacher_kl", "next_sentence_accuracy", "train_seq_per_s")
 
@@ -28,6 +35,59 @@ def png_size(path):
     header = f.read(24)
   assert header[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
   return struct.unpack(">II", header[16:24])
+
+
+def tsv_rows(path):
+  """The rows of a tab-separated file with a header, as dicts."""
+  lines = path.read_text(encoding="utf-8").splitlines()
+  header = lines[0].split("\t")
+  return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+
+
+def check_downstream(out, report, stdout):
+  """The task files, and each downstream row against the run's own files."""
+  for script in ("make_sample_task.py", "run_classifier.py"):
+    assert script in stdout, script
+  # The task-distilled student learns from the fine-tuned teacher.
+  assert "--teacher_checkpoint %s" % (out / "downstream" / "teacher") in stdout
+  splits = {split: tsv_rows(out / "task" / (split + ".tsv"))
+            for split in ("train", "dev", "test")}
+  assert (out / "task" / "train.tsv").read_text().startswith("text_a\tlabel\n")
+  train_labels = {row["label"] for row in splits["train"]}
+  assert len(train_labels) > 2 and train_labels <= ARTICLE_KINDS, train_labels
+  for split in ("dev", "test"):
+    assert splits[split] and {row["label"] for row in splits[split]} <= (
+        train_labels), split
+  task = report["downstream_task"]
+  assert [task[split] for split in splits] == [
+      len(rows) for rows in splits.values()]
+  assert 0 < task["test_majority_accuracy"] < 1
+
+  rows = report["downstream"]
+  assert sorted(rows) == sorted(DOWNSTREAM_MODELS), sorted(rows)
+  steps = report["settings"]["downstream"]["steps"]
+  for name in DOWNSTREAM_MODELS:
+    row = rows[name]
+    assert set(DOWNSTREAM_KEYS) <= set(row), (name, row)
+    assert 0.0 <= row["eval_accuracy"] <= 1.0, (name, row)
+    assert row["steps"] == steps, (name, row)
+    # test_accuracy is the argmax of test_results.tsv against test.tsv.
+    model_dir = out / "downstream" / name
+    labels = json.loads((model_dir / "task.json").read_text())["labels"]
+    probabilities = [[float(value) for value in line.split("\t")] for line in
+                     (model_dir / "test_results.tsv").read_text().splitlines()]
+    assert len(probabilities) == len(splits["test"])
+    hits = sum(labels[row.index(max(row))] == example["label"]
+               for row, example in zip(probabilities, splits["test"]))
+    assert abs(row["test_accuracy"] - hits / len(splits["test"])) < 1e-9
+  assert rows["teacher"]["init_checkpoint"].startswith("teacher")
+  assert rows["task_distilled_student"]["init_checkpoint"] == (
+      "distilled_student")
+  # Students keep their size on the task; the teacher in the task-distilled
+  # student's graph is not counted.
+  student_params = {rows[name]["params"] for name in DOWNSTREAM_MODELS[1:]}
+  assert len(student_params) == 1
+  assert student_params.pop() < rows["teacher"]["params"]
 
 
 def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
@@ -72,6 +132,11 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   for model in MODELS:
     assert model in markdown
   assert "distilled minus init-only" in markdown
+  check_downstream(out, report, result.stdout)
+  downstream_section = markdown.split("## Downstream task")[1].split(
+      "## Stage wall times")[0]
+  for model in DOWNSTREAM_MODELS:
+    assert "| %s |" % model in downstream_section, model
   # bf16 where the CPU runs it fast, and the report says which.
   expected = ("fp32" if precision.hardware_warning(
       "bf16", precision.cpu_flags(), []) else "bf16")
