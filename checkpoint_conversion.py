@@ -21,9 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 import classifier_data
+import checkpoint_usage
 import command_line
-import distillation
 import modeling
+import output_config
 import temporary_files
 import tokenization
 
@@ -93,16 +94,7 @@ HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 # loss scale of fp16 training and the variables that only layer-wise
 # distillation trains (the hidden-state projection), which are not part of
 # the model.
-TRAINING_ONLY_SUFFIXES = ("/adam_m", "/adam_v")
-TRAINING_ONLY_NAMES = ("global_step",)
-TRAINING_ONLY_PREFIXES = ("loss_scale/", distillation.DISTILLATION_SCOPE + "/")
-
-
-def is_training_only(name):
-  """Whether a checkpoint variable is training state, not the model."""
-  return (name.endswith(TRAINING_ONLY_SUFFIXES) or
-          name in TRAINING_ONLY_NAMES or
-          name.startswith(TRAINING_ONLY_PREFIXES))
+is_training_only = checkpoint_usage.is_training_only
 
 # Files that make a folder hold a checkpoint (--overwrite replaces them).
 CHECKPOINT_PATTERNS = ("*.safetensors", "*.safetensors.index.json",
@@ -465,12 +457,16 @@ def read_google(path, bert_config_file, vocab_file):
   checkpoint = find_google_checkpoint(path)
   folder = os.path.dirname(checkpoint)
   if not bert_config_file:
-    bert_config_file = os.path.join(folder, "bert_config.json")
+    bert_config_file = output_config.stored_config_path(folder)
     if not os.path.exists(bert_config_file):
       raise InputError(
           "%s has no bert_config.json; pass the model's config with "
-          "--bert_config_file (a trainer's output_dir holds none: give the "
-          "config the trainer was run with)." % folder)
+          "--bert_config_file (the config the checkpoint was trained "
+          "with)." % folder)
+  else:
+    # A trainer's output_dir and a release folder store the true config.
+    output_config.check_config(folder, bert_config_file,
+                               what="stored with --input_dir %s" % path)
   if not vocab_file:
     vocab_file = os.path.join(folder, "vocab.txt")
     if not os.path.exists(vocab_file):
@@ -663,8 +659,11 @@ def publish(temp_dir, output_dir):
   """Moves the finished files into output_dir.
 
   A new output_dir is the renamed temporary folder. In an existing one, the
-  old checkpoint files go first, then each new file is renamed in.
+  old checkpoint files go first, then each new file is renamed in. The
+  files and a new folder get the modes the umask gives (the temporary
+  folder is private, 700, and safetensors writes 600).
   """
+  temporary_files.follow_umask(temp_dir)
   if not os.path.exists(output_dir):
     os.rename(temp_dir, output_dir)
     return

@@ -47,8 +47,9 @@ flags.DEFINE_string("output_dir", None,
                     "The folder to write; created, or filled if it exists.")
 flags.DEFINE_string(
     "bert_config_file", None,
-    "--from google: the model's bert_config.json, when the input folder "
-    "has none (a trainer's output_dir has none).")
+    "--from google: the model's bert_config.json. Default: the one in the "
+    "input folder (a release folder, or a trainer's output_dir, which "
+    "stores the config it trained under); when both exist they must agree.")
 flags.DEFINE_string(
     "vocab_file", None,
     "--from google: the model's vocab.txt, when the input folder has none.")

@@ -249,11 +249,54 @@ class IdTokenizer(object):
     return ids
 
 
-def read_documents(input_file, id_tokenizer):
+class LongLines(object):
+  """Counts the lines of a file that no instance can hold whole.
+
+  An instance holds at most max_tokens WordPiece tokens (--max_seq_length
+  less [CLS] and two [SEP]); a longer line (e.g. a whole article on one
+  line) is cut to fit, and the words beyond max_tokens are lost.
+  """
+
+  def __init__(self, max_tokens):
+    self.max_tokens = max_tokens
+    self.lines = 0  # Non-blank lines read.
+    self.long_lines = 0
+    self.long_line_words = 0
+    self.cut_words = 0
+
+  def add(self, line, ids, id_tokenizer):
+    """Counts one non-blank line, given its ids."""
+    self.lines += 1
+    if len(ids) <= self.max_tokens:
+      return
+    words = [word for word in line.split(" ") if word]
+    tokens, fitting = 0, 0
+    for word in words:
+      tokens += len(id_tokenizer.word_ids(word))
+      if tokens > self.max_tokens:
+        break
+      fitting += 1
+    self.long_lines += 1
+    self.long_line_words += len(words)
+    self.cut_words += len(words) - fitting
+
+  def warning(self, input_file, max_seq_length):
+    """The warning for input_file, or None when no line was too long."""
+    if not self.long_lines:
+      return None
+    return ("%s: %d of its %d lines are longer than one instance holds (%d "
+            "tokens at --max_seq_length %d): %d of their %d words do not fit "
+            "and were cut. Put one sentence on each line." % (
+                input_file, self.long_lines, self.lines, self.max_tokens,
+                max_seq_length, self.cut_words, self.long_line_words))
+
+
+def read_documents(input_file, id_tokenizer, long_lines=None):
   """Reads one text file into documents: lists of sentences of token ids.
 
   A blank line ends a document; lines that tokenize to nothing are dropped,
-  and so are documents left without sentences.
+  and so are documents left without sentences. Each line is counted in
+  `long_lines` (a LongLines) when given.
   """
   documents = []
   current = []
@@ -268,6 +311,8 @@ def read_documents(input_file, id_tokenizer):
             logging.info("%s: read %d documents", input_file, len(documents))
         continue
       ids = id_tokenizer.line_ids(line)
+      if long_lines is not None:
+        long_lines.add(line, ids, id_tokenizer)
       if ids:
         current.append(ids)
   if current:
@@ -556,15 +601,19 @@ def process_file(task):
     task: (file_index, input_file, output_file).
 
   Returns:
-    (file_index, input_file, number of instances written, seconds). No file
-    is written (0 instances) when the input has no usable document.
+    (file_index, input_file, number of instances written, seconds, warning
+    about lines too long for an instance or None). No file is written (0
+    instances) when the input has no usable document.
   """
   file_index, input_file, output_file = task
   start = time.time()
   config = dict(_WORKER["config"], name=os.path.basename(input_file))
-  documents = read_documents(input_file, _WORKER["id_tokenizer"])
+  # [CLS] A [SEP] B [SEP]
+  long_lines = LongLines(config["max_seq_length"] - 3)
+  documents = read_documents(input_file, _WORKER["id_tokenizer"], long_lines)
+  warning = long_lines.warning(input_file, config["max_seq_length"])
   if not documents:
-    return file_index, input_file, 0, time.time() - start
+    return file_index, input_file, 0, time.time() - start, warning
   logging.info("%s: %d documents, %d sentences", config["name"],
                len(documents), sum(len(d) for d in documents))
   rng = random.Random(file_seed(config["random_seed"], input_file))
@@ -572,7 +621,7 @@ def process_file(task):
   del documents
   write_records(instances, _WORKER["serializer"], config["typecode"],
                 output_file)
-  return file_index, input_file, len(instances), time.time() - start
+  return file_index, input_file, len(instances), time.time() - start, warning
 
 
 def describe_task(task):
@@ -693,9 +742,12 @@ def write_all_records(input_files):
   start = time.time()
   total_instances = 0
   written_paths = []
-  for done, (file_index, input_file, num_instances, seconds) in enumerate(
-      run_tasks(tasks, num_workers, FLAGS.vocab_file, FLAGS.do_lower_case,
-                config), 1):
+  for done, (file_index, input_file, num_instances, seconds,
+             long_line_warning) in enumerate(
+                 run_tasks(tasks, num_workers, FLAGS.vocab_file,
+                           FLAGS.do_lower_case, config), 1):
+    if long_line_warning:
+      logging.warning(long_line_warning)
     if num_instances == 0:
       logging.warning("Skipped %s: it holds no usable document (text lines "
                       "separated by blank lines)", input_file)

@@ -145,12 +145,23 @@ def checkpoint_step(model_dir):
     raise InputError(output_dir_checkpoint_message(problem, latest)) from None
 
 
+# optimization.DynamicLossScale's variables: only fp16 training has them.
+LOSS_SCALE_SCOPE = "loss_scale/"
+
+
 def check_output_dir_checkpoint(variables, model_dir):
   """Raises InputError when model_dir's latest checkpoint is another model."""
   latest = tf.train.latest_checkpoint(model_dir)
   if not latest:
     return
   differences = student_init.checkpoint_differences(variables, latest)
+  if differences and all(name.startswith(LOSS_SCALE_SCOPE)
+                         for name in differences):
+    raise InputError(
+        "--output_dir %s holds checkpoint %s, trained without fp16's loss "
+        "scale (--precision fp32 or bf16), but --precision is fp16. Resume "
+        "it with the --precision it was trained with, or use a new "
+        "--output_dir." % (model_dir, os.path.basename(latest)))
   if differences:
     shown = differences[:10]
     if len(differences) > 10:

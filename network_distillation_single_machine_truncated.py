@@ -39,6 +39,7 @@ training_input.py, and the hooks in training_hooks.py.
 
 import contextlib
 import json
+import math
 import os
 
 from absl import flags
@@ -49,6 +50,7 @@ import distillation
 import estimator_training
 import modeling
 import optimization
+import output_config
 import precision
 import record_format
 import student_init
@@ -465,12 +467,30 @@ def check_flags():
   """Validates flag combinations; raises InputError."""
   if not FLAGS.do_train and not FLAGS.do_eval:
     raise InputError("At least one of --do_train or --do_eval must be True.")
+  # NaN passes every comparison, and inf makes the losses NaN.
+  for name in ("temperature", "learning_rate", "soft_label_weight",
+               "hard_label_weight"):
+    if not math.isfinite(FLAGS[name].value):
+      raise InputError("--%s must be a finite number, got %s" % (
+          name, FLAGS[name].value))
   if FLAGS.temperature <= 0:
     raise InputError("--temperature must be positive, got %g" %
                      FLAGS.temperature)
   if FLAGS.soft_label_weight < 0 or FLAGS.hard_label_weight < 0:
     raise InputError("--soft_label_weight and --hard_label_weight must not be "
                      "negative")
+  if (FLAGS.do_train and FLAGS.soft_label_weight == 0 and
+      FLAGS.hard_label_weight == 0 and FLAGS.nsp_loss == "none"):
+    raise InputError(
+        "--soft_label_weight 0, --hard_label_weight 0 and --nsp_loss none "
+        "leave no loss to train on: the run would only copy its initial "
+        "weights. Give one of them a weight.")
+  if FLAGS.eval_every_steps and not (FLAGS.do_train and FLAGS.do_eval):
+    raise InputError(
+        "--eval_every_steps %d needs %s: it evaluates between chunks of "
+        "training." % (FLAGS.eval_every_steps, " and ".join(
+            "--%s True" % name for name in ("do_train", "do_eval")
+            if not FLAGS[name].value)))
   if FLAGS.truncation_factor < 0:
     raise InputError("--truncation_factor must be >= 0")
   if FLAGS.step_timeout_secs < 0 or FLAGS.eval_every_steps < 0:
@@ -557,6 +577,28 @@ def online_teacher_from_flags(bert_config):
                    "teacher labels, if any, are not read.", checkpoint,
                    config.num_hidden_layers, config.hidden_size)
   return teacher
+
+
+def warn_about_warmup(num_train_steps, num_warmup_steps, distribution):
+  """Warns when the warmup keeps the rate below --learning_rate all run.
+
+  The steps are this process's share (divided by the number of processes);
+  under Horovod the rate is multiplied by it, as in create_optimizer.
+  """
+  if num_warmup_steps < num_train_steps:
+    return
+  learning_rate = FLAGS.learning_rate
+  if distribution.use_horovod and distribution.scale_learning_rate:
+    learning_rate *= distribution.size
+  peak = optimization.peak_learning_rate(learning_rate, num_train_steps,
+                                         num_warmup_steps)
+  tf1.logging.warning(
+      "--num_warmup_steps %d is not below --num_train_steps %d: the learning "
+      "rate rises for the whole run and peaks at %.3g, %.2g%% of the rate "
+      "%.3g that --learning_rate asks for. Lower --num_warmup_steps (e.g. "
+      "to a tenth of --num_train_steps) to reach it.",
+      FLAGS.num_warmup_steps, FLAGS.num_train_steps, peak,
+      100.0 * peak / learning_rate, learning_rate)
 
 
 def loss_options_from_flags(bert_config=None, teacher=None):
@@ -678,6 +720,8 @@ def run(distribution):
     raise InputError("--num_train_steps %d is less than one step per process "
                      "(%d processes)" % (FLAGS.num_train_steps,
                                          distribution.size))
+  if FLAGS.do_train and distribution.is_chief:
+    warn_about_warmup(num_train_steps, num_warmup_steps, distribution)
   if (FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint
       and distribution.is_chief
       and not tf.train.latest_checkpoint(FLAGS.output_dir)):
@@ -689,6 +733,10 @@ def run(distribution):
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
     temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
+  # Every rank checks; only rank 0, and only when training, writes it.
+  output_config.save_or_check_config(
+      FLAGS.output_dir, FLAGS.bert_config_file, "--bert_config_file",
+      write=distribution.is_chief and FLAGS.do_train)
   stats = {}
   model_fn = model_fn_builder(
       bert_config, options, FLAGS.init_checkpoint, layer_map,

@@ -58,6 +58,24 @@ def learning_rate_schedule(init_lr, global_step, num_train_steps,
   return learning_rate
 
 
+def peak_learning_rate(init_lr, num_train_steps, num_warmup_steps):
+  """The highest rate learning_rate_schedule gives at steps 0..N-1.
+
+  The rate of the last warmup step, (W - 1) / W of init_lr, or where the
+  warmup joins the decay line at step W, whichever is higher; when the
+  warmup lasts the whole run (W >= N) the last step's (N - 1) / W.
+  """
+  if not num_warmup_steps:
+    return init_lr
+  last_step = num_train_steps - 1
+  warmup_peak = init_lr * min(num_warmup_steps - 1, last_step) / float(
+      num_warmup_steps)
+  if num_warmup_steps > last_step:
+    return warmup_peak
+  return max(warmup_peak,
+             init_lr * (1.0 - num_warmup_steps / float(num_train_steps)))
+
+
 def create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu,
                      use_horovod=False, scale_learning_rate=True,
                      loss_scale=None, fp16_allreduce=False):

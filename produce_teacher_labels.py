@@ -27,6 +27,7 @@ Under horovodrun or mpirun every rank labels its share of the input files on
 its own GPU and writes `<output_file>-<rank>-of-<size>`.
 """
 
+import math
 import os
 import queue
 import re
@@ -36,17 +37,22 @@ import time
 from absl import flags
 import tensorflow as tf
 
+import checkpoint_usage
 import command_line
 import distillation
 import modeling
+import output_config
 import precision
 import record_format
 import temporary_files
 
 tf1 = tf.compat.v1
 
-flags.DEFINE_string("bert_config_file", None,
-                    "The teacher's bert_config.json.")
+flags.DEFINE_string(
+    "bert_config_file", None,
+    "The teacher's bert_config.json. Default: the bert_config.json in the "
+    "folder of --init_checkpoint (a trainer's output_dir or a Google release "
+    "folder stores one); when both exist they must agree.")
 
 flags.DEFINE_string(
     "input_file", None,
@@ -115,6 +121,9 @@ RANDOM_TEACHER_SEED = 12345
 
 LOG_EVERY_SECONDS = 30
 
+# The pooler only feeds the next-sentence head.
+POOLER_SCOPE = "bert/pooler/"
+
 
 InputError = command_line.InputError
 
@@ -135,9 +144,15 @@ def check_flags(bert_config):
   if FLAGS.label_sampling and FLAGS.truncation_factor == 0:
     raise InputError("--label_sampling needs --truncation_factor k > 0 (the "
                      "number of tokens drawn per masked position).")
-  if FLAGS.label_temperature <= 0 or FLAGS.proposal_temperature <= 0:
-    raise InputError("--label_temperature and --proposal_temperature must "
-                     "be positive.")
+  for name in ("label_temperature", "proposal_temperature"):
+    if FLAGS[name].present and not FLAGS.label_sampling:
+      raise InputError("--%s only applies with --label_sampling True (the "
+                       "top-k and full labels are the teacher's softmax at "
+                       "temperature 1)." % name)
+    value = FLAGS[name].value
+    if not (math.isfinite(value) and value > 0):
+      raise InputError("--%s must be a positive finite number, got %s." % (
+          name, value))
   if FLAGS.batch_size < 1:
     raise InputError("--batch_size must be at least 1.")
   if FLAGS.max_predictions_per_seq < 1:
@@ -376,13 +391,16 @@ def load_teacher(init_checkpoint, with_next_sentence=True):
                         "teacher (--allow_random_teacher).")
     return []
   variables = tf1.global_variables()
-  if not with_next_sentence:
-    variables = [var for var in variables
-                 if not var.op.name.startswith("bert/pooler/")]
+  pooler = () if with_next_sentence else (POOLER_SCOPE,)
+  variables = [var for var in variables
+               if not var.op.name.startswith(pooler)]
   try:
     loaded = modeling.init_from_checkpoint_strict(init_checkpoint, variables)
   except (ValueError, tf.errors.OpError) as error:
     raise InputError("--init_checkpoint: %s" % error) from None
+  # A config with fewer layers than the checkpoint loads without an error.
+  checkpoint_usage.check_every_teacher_variable_used(
+      init_checkpoint, loaded, ignored_prefixes=pooler)
   tf1.logging.info("Loaded %d variables from %s:", len(loaded),
                    init_checkpoint)
   for name in loaded:
@@ -435,6 +453,17 @@ def output_path_for_rank(output_file, rank, size):
   if size == 1:
     return output_file
   return "%s-%d-of-%d" % (output_file, rank, size)
+
+
+def check_output_is_not_input(output_path, input_files):
+  """Raises InputError when the output would replace one of the inputs."""
+  target = os.path.realpath(output_path)
+  for path in input_files:
+    if "://" not in path and os.path.realpath(path) == target:
+      raise InputError(
+          "--output_file %s is one of the --input_file files: writing it "
+          "would replace those pretraining records with their labelled "
+          "copy. Write the labels to another file." % output_path)
 
 
 def check_output_path(output_path):
@@ -652,8 +681,15 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
 
 def label_records():
   """Labels the records that the flags name; returns this rank's count."""
+  config_file = FLAGS.bert_config_file
+  if FLAGS.init_checkpoint:
+    config_file = output_config.config_for_checkpoint(FLAGS.init_checkpoint,
+                                                      config_file)
+  elif not config_file:
+    raise InputError("--bert_config_file is required without "
+                     "--init_checkpoint.")
   try:
-    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+    bert_config = modeling.BertConfig.from_json_file(config_file)
   except ValueError as error:
     raise InputError("--bert_config_file: %s" % error) from None
   check_flags(bert_config)
@@ -675,6 +711,7 @@ def label_records():
   rank, size, local_rank, local_size = init_workers()
   files, record_shard = shard_inputs(input_files, rank, size)
   output_path = output_path_for_rank(FLAGS.output_file, rank, size)
+  check_output_is_not_input(output_path, input_files)
   check_output_path(output_path)
   # Temporaries of this output left by a killed earlier run.
   temporary_files.remove_stale(os.path.dirname(output_path) or ".",
@@ -702,7 +739,6 @@ def main(_):
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("bert_config_file")
   flags.mark_flag_as_required("input_file")
   flags.mark_flag_as_required("output_file")
   command_line.run(main)

@@ -46,6 +46,7 @@ import command_line
 import estimator_training
 import modeling
 import optimization
+import output_config
 import precision
 import student_init
 import teacher_graph
@@ -552,13 +553,13 @@ def run(distribution):
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
     temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
-    # Issue 20: store/check bert_config.json in --output_dir here, once for
-    # every script, e.g. output_config.save_or_check_config(
-    #     FLAGS.output_dir, FLAGS.bert_config_file, "--bert_config_file",
-    #     write=FLAGS.do_train).
     if FLAGS.do_train and classifier_data.read_task_file(
         FLAGS.output_dir) is None:
       write_task_file(FLAGS.output_dir, task, labels)
+  # Every rank checks; only rank 0, and only when training, writes it.
+  output_config.save_or_check_config(
+      FLAGS.output_dir, FLAGS.bert_config_file, "--bert_config_file",
+      write=distribution.is_chief and FLAGS.do_train)
 
   stats = {}
   num_train_steps = num_warmup_steps = 0

@@ -8,6 +8,7 @@ import re
 
 import tensorflow as tf
 
+import checkpoint_usage
 import command_line
 
 tf1 = tf.compat.v1
@@ -99,6 +100,18 @@ def init_student_from_checkpoint(tvars, init_checkpoint, layer_map=None,
                         ":\n  %s", "\n  ".join(mismatched))
   if missing:
     tf1.logging.warning("Not in --init_checkpoint, left random: %s", missing)
+  # Loading part of a bigger checkpoint may be meant (a smaller student),
+  # but say which part was left out.
+  scopes = sorted({name.split("/")[0] + "/" for name in loaded})
+  unused = checkpoint_usage.unused_variables(init_checkpoint,
+                                             loaded.values(), scopes)
+  if unused:
+    tf1.logging.warning(
+        "Left out of the student, not loaded from --init_checkpoint %s (%d "
+        "variables): %s", init_checkpoint, len(unused),
+        checkpoint_usage.describe_names(
+            unused, checkpoint_usage.model_variable_names(init_checkpoint,
+                                                          scopes)))
   tf1.logging.info("Initialised %d of %d variables from %s", len(loaded),
                    len(tvars), init_checkpoint)
   return loaded

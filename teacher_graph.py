@@ -28,7 +28,7 @@ import contextlib
 
 import tensorflow as tf
 
-import checkpoint_conversion
+import checkpoint_usage
 import command_line
 import modeling
 
@@ -111,24 +111,6 @@ def _listed(names):
   return shown
 
 
-def unused_checkpoint_variables(checkpoint_names, used_names,
-                                ignore_prefixes=()):
-  """Checkpoint variables of the model that the teacher does not load.
-
-  A teacher built from a config with fewer layers (or without a head the
-  checkpoint holds) would silently compute something else than the model
-  that was trained. Training state (the step, optimizer slots, the fp16
-  loss scale, a stage-V student's hidden-state projection: see
-  checkpoint_conversion.is_training_only) and names starting with one of
-  ignore_prefixes do not count. Returns the sorted names.
-  """
-  used = set(used_names)
-  return sorted(name for name in checkpoint_names
-                if name not in used
-                and not checkpoint_conversion.is_training_only(name)
-                and not name.startswith(tuple(ignore_prefixes)))
-
-
 def restore_teacher(teacher_checkpoint, scope="teacher",
                     flag_name="--teacher_checkpoint", ignore_prefixes=(),
                     optional_prefixes=()):
@@ -196,14 +178,9 @@ def restore_teacher(teacher_checkpoint, scope="teacher",
     raise InputError(
         "%s %s does not fit the teacher's config (--teacher_config_file): "
         "%s" % (flag_name, checkpoint, "; ".join(problems)))
-  unused = unused_checkpoint_variables(checkpoint_shapes, assignment_map,
-                                       ignore_prefixes)
-  if unused:
-    raise InputError(
-        "%s %s holds variables the teacher built from its config "
-        "(--teacher_config_file) does not use, so it would not be the model "
-        "that was trained: %s. Use the config the checkpoint was trained "
-        "with." % (flag_name, checkpoint, _listed(unused)))
+  checkpoint_usage.check_every_teacher_variable_used(
+      checkpoint, assignment_map, checkpoint_flag=flag_name,
+      config_flag="--teacher_config_file", ignored_prefixes=ignore_prefixes)
   tf1.train.init_from_checkpoint(checkpoint, assignment_map)
   left_random = sorted(set(variables) - set(assignment_map))
   if left_random:

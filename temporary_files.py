@@ -267,6 +267,30 @@ def write_atomically(path, write, mode="w", opener=open, replace=os.replace):
   return result
 
 
+def current_umask():
+  """The process's umask (os.umask can only be read by setting it)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def follow_umask(folder):
+  """Gives `folder` and everything in it the modes a new file would get.
+
+  Folders become 777 and files 666, less the umask: what open() and
+  os.makedirs() give, unlike a temporary_dir() (700) or a file that a
+  library wrote privately. Call it on a finished temporary folder before
+  publishing it as an output.
+  """
+  mask = current_umask()
+  os.chmod(folder, 0o777 & ~mask)
+  for root, dirs, files in os.walk(folder):
+    for name in dirs:
+      os.chmod(os.path.join(root, name), 0o777 & ~mask)
+    for name in files:
+      os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def temporary_dir(prefix, parent=None):
   """Makes a registered scratch folder named <prefix>.tmp-<pid>-<random>.
 

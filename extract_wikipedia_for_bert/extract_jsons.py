@@ -13,6 +13,10 @@ create_pretraining_data.py.
   into a part file; the parts are appended to the output in sorted path order,
   so the output is the same for any number of workers and memory does not
   grow with the dump.
+- A sentence that still holds wiki markup ([[, ]], {{, }}, {|, |}) or one of
+  WikiExtractor's placeholders for <math> and <code> (formula_1, codice_2)
+  is dropped and counted: it is not a text passage. (wikiextractor_compat.py
+  already removes section headings, lists and tables.)
 - A malformed JSON line is counted and skipped with a warning naming the file
   and the line number.
 - The output is written to a temporary file and renamed when complete and
@@ -54,7 +58,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "min_sentence_chars", 0,
     "Drop sentences shorter than this many characters (e.g. 20 drops section "
-    "titles such as 'History.'). 0 keeps every sentence, as the original did.")
+    "titles such as 'History.' that an older WikiExtractor output holds; "
+    "wikiextractor_compat.py writes none). 0 keeps every sentence, as the "
+    "original did.")
 
 FLAGS = flags.FLAGS
 
@@ -63,9 +69,25 @@ MAX_WARNINGS_PER_FILE = 20
 
 InputError = command_line.InputError
 
+# What no text passage holds: wiki markup that WikiExtractor failed to parse
+# (links, templates, tables) and its placeholders for <math> and <code>.
+LEFTOVER_MARKUP = re.compile(
+    r"\[\[|\]\]|\{\{|\}\}|\{\||\|\}|\b(?:formula|codice)_\d+\b")
 
-def article_sentences(record, min_sentence_chars=0):
-  """Returns the sentences of one WikiExtractor JSON record, title dropped."""
+COUNT_NAMES = ("articles", "sentences", "markup", "malformed", "empty")
+
+
+def is_text_passage(sentence):
+  """False for a sentence holding leftover markup or a placeholder."""
+  return not LEFTOVER_MARKUP.search(sentence)
+
+
+def article_sentences(record, min_sentence_chars=0, counts=None):
+  """Returns the sentences of one WikiExtractor JSON record, title dropped.
+
+  Sentences that are not text passages (is_text_passage) are dropped and
+  counted in counts["markup"] when `counts` is given.
+  """
   # WikiExtractor escapes &, < and > in the text (its --html-safe default).
   lines = html.unescape(record["text"]).split("\n")
   title = " ".join(str(record.get("title", "")).split())
@@ -75,7 +97,10 @@ def article_sentences(record, min_sentence_chars=0):
   for line in lines:
     line = " ".join(line.split())  # Also turns no-break spaces into spaces.
     for sentence in split_sentences(line):
-      if len(sentence) >= min_sentence_chars:
+      if not is_text_passage(sentence):
+        if counts is not None:
+          counts["markup"] += 1
+      elif len(sentence) >= min_sentence_chars:
         sentences.append(sentence)
   return sentences
 
@@ -92,10 +117,11 @@ def open_extracted_file(path):
 def format_file(path, out, min_sentence_chars=0):
   """Writes the sentences of every article in `path` to the file `out`.
 
-  Returns a dict of counts (articles, sentences, malformed, empty) and a
-  list of warning messages, each naming the file and the line.
+  Returns a dict of counts (COUNT_NAMES: articles, sentences, sentences
+  dropped for markup, malformed lines, empty pages) and a list of warning
+  messages, each naming the file and the line.
   """
-  counts = {"articles": 0, "sentences": 0, "malformed": 0, "empty": 0}
+  counts = dict.fromkeys(COUNT_NAMES, 0)
   warnings = []
   with open_extracted_file(path) as lines:
     for line_number, line in enumerate(lines, 1):
@@ -103,7 +129,7 @@ def format_file(path, out, min_sentence_chars=0):
         continue
       try:
         record = json.loads(line)
-        sentences = article_sentences(record, min_sentence_chars)
+        sentences = article_sentences(record, min_sentence_chars, counts)
       except (ValueError, TypeError, KeyError, AttributeError) as error:
         if line_number == 1 and line.lstrip().startswith("<doc"):
           raise InputError(
@@ -170,7 +196,7 @@ def formatted_parts(paths, part_dir, num_workers, min_sentence_chars):
 
 def append_parts(paths, out, part_dir, num_workers, min_sentence_chars):
   """Formats `paths` and appends them to the file `out`; returns the counts."""
-  totals = {"articles": 0, "sentences": 0, "malformed": 0, "empty": 0}
+  totals = dict.fromkeys(COUNT_NAMES, 0)
   start_time = time.time()
   parts = formatted_parts(paths, part_dir, num_workers, min_sentence_chars)
   for done, (part_path, counts, warnings) in enumerate(parts, 1):
@@ -251,9 +277,10 @@ def main(_):
   totals = write_text(paths, FLAGS.write_file, num_workers,
                       FLAGS.min_sentence_chars)
   logging.info("Wrote %d articles, %d sentences to %s (%d empty pages and "
-               "%d malformed lines skipped)", totals["articles"],
+               "%d malformed lines skipped; %d sentences dropped: they hold "
+               "markup or a math/code placeholder)", totals["articles"],
                totals["sentences"], FLAGS.write_file, totals["empty"],
-               totals["malformed"])
+               totals["malformed"], totals["markup"])
 
 
 if __name__ == "__main__":

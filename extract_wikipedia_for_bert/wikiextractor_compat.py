@@ -29,10 +29,36 @@ The installed package is not edited. Four small runtime patches fix bugs of
    UTF-8, or a missing final </mediawiki> into a DumpError naming the dump;
    the child processes are then stopped and we exit with status 1.
 
-Fixes 2, 3 and 4 are applied to version 3.0.6 only (the version pinned in
+The BERT paper extracts "only the text passages and ignore[s] lists,
+tables, and headers". Three more patches make the text hold only that:
+
+5. Section headings are dropped. 3.0.6 writes every heading as a one-word
+   "sentence" ("History.", "Further reading.") unless Extractor.keepSections
+   is False, which no command-line option sets.
+6. An external link whose label holds an internal link,
+   `[https://example.org The [[Guardian]] archive]`, ended at the first `]`
+   and left an unmatched `[[`, after which every link of the article stayed
+   raw (`... such as [[Nestor Makhno]] worked ...`). Its label may now hold
+   whole `[[...]]` links, which the internal-link pass then replaces.
+7. An unmatched `[[` that is left anyway (broken wikitext, a `<nowiki>[[`)
+   spoils at most its own paragraph: internal links are replaced paragraph
+   by paragraph (a link never spans a blank line).
+
+What is left for extract_jsons.py to remove are the sentences around the
+placeholders that WikiExtractor writes for <math> and <code> (formula_1,
+codice_2) and any markup left by wikitext too broken to parse.
+
+8. A dump from which WikiExtractor extracts no article (one without a
+   <siteinfo> header, whose pages it skips while looking for the header; a
+   dump of talk pages only) is an error naming the dump and what it holds,
+   instead of a successful run that writes nothing.
+
+Fixes 2 to 8 are applied to version 3.0.6 only (the version pinned in
 requirements.txt); later versions rewrote the code they patch.
 """
 
+import bz2
+import json
 import multiprocessing
 import os
 import re
@@ -86,7 +112,30 @@ def encode_when_compressing(write):
 
 
 class DumpError(Exception):
-  """The dump is damaged or incomplete."""
+  """The dump is damaged or incomplete, or holds no article."""
+
+
+def external_link_pattern(url_protocols, url_class):
+  """MediaWiki's bracketed external link, `[URL label]`.
+
+  3.0.6's label stops at the first `]`; this one may also hold whole
+  internal links (`[[...]]`) and single brackets, as labels do in real
+  articles. Groups as in 3.0.6: 1 the URL, 2 its protocol, 3 the label.
+  """
+  protocols = "|".join(re.escape(protocol) for protocol in url_protocols)
+  label = r"(?:\[\[[^\[\]\n]*\]\]|\[(?!\[)|[^\[\]\x00-\x08\x0a-\x1F])*?"
+  return re.compile(r"\[((?i:(%s))%s+)\s*(%s)\]" % (protocols, url_class,
+                                                     label), re.S | re.U)
+
+
+def by_paragraph(replace_links):
+  """Wraps replaceInternalLinks to work on one paragraph at a time."""
+
+  def patched_replace_links(text):
+    return "\n\n".join(replace_links(paragraph)
+                        for paragraph in text.split("\n\n"))
+
+  return patched_replace_links
 
 
 # The last line of a complete MediaWiki XML dump.
@@ -99,13 +148,20 @@ class CheckedDump(object):
   """The lines of a dump, raising DumpError when it is damaged or cut short.
 
   Iterating resumes where the last loop stopped (WikiExtractor reads the
-  site info in a first loop and the pages in a second one).
+  site info in a first loop and the pages in a second one). It counts the
+  <page> elements and notes the end of <siteinfo>, for the error when no
+  article is extracted; `opened` keeps every dump read in this process.
   """
+
+  opened = []
 
   def __init__(self, path, lines):
     self.path = path
+    self.pages = 0
+    self.has_siteinfo = False
     self._file = lines
     self._lines = self._checked_lines()
+    CheckedDump.opened.append(self)
 
   def __iter__(self):
     return self
@@ -122,6 +178,10 @@ class CheckedDump(object):
       for line in self._file:
         if "<" in line:
           last_tag_line = line
+          if "<page>" in line:
+            self.pages += 1
+          elif "</siteinfo>" in line:
+            self.has_siteinfo = True
         yield line
     except (EOFError, OSError, UnicodeDecodeError) as error:
       raise DumpError("the dump %s is damaged (%s: %s); download it again" %
@@ -157,6 +217,50 @@ def open_checked(decode_open):
   return patched_decode_open
 
 
+def count_articles(folder):
+  """The articles with text that WikiExtractor wrote under `folder`.
+
+  JSON lines (--json) with a non-blank "text", or <doc> elements; output
+  files may be bz2-compressed (--compress).
+  """
+  count = 0
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      opener = bz2.open if name.endswith(".bz2") else open
+      with opener(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+          if line.startswith("<doc "):
+            count += 1
+          elif line.startswith("{"):
+            count += bool(json.loads(line).get("text", "").strip())
+  return count
+
+
+def no_article_message(dump):
+  """The error for a dump (a CheckedDump) from which nothing was extracted."""
+  if not dump.pages:
+    found = "it holds no <page> element (is it a pages-articles dump?)"
+  elif not dump.has_siteinfo:
+    found = ("it holds %d <page> elements but no <siteinfo> header, and "
+             "WikiExtractor reads pages only after </siteinfo>; add the "
+             "header of a real dump" % dump.pages)
+  else:
+    found = ("none of its %d <page> elements is an article with text (they "
+             "are redirects, empty, or outside the main namespace)" %
+             dump.pages)
+  return "WikiExtractor extracted no article from the dump %s: %s" % (
+      dump.path, found)
+
+
+def check_articles_extracted(out_file):
+  """Raises DumpError when process_dump wrote no article into out_file."""
+  if out_file == "-" or not CheckedDump.opened:
+    return
+  if count_articles(out_file) == 0:
+    raise DumpError(no_article_message(CheckedDump.opened[-1]))
+
+
 def stop_children_on_error(process_dump):
   """Wraps process_dump so that an error stops its child processes.
 
@@ -164,9 +268,13 @@ def stop_children_on_error(process_dump):
   the interpreter, which joins it at exit, never ends.
   """
 
-  def patched_process_dump(*args, **kwargs):
+  def patched_process_dump(input_file, template_file, out_file, *args,
+                           **kwargs):
     try:
-      return process_dump(*args, **kwargs)
+      result = process_dump(input_file, template_file, out_file, *args,
+                            **kwargs)
+      check_articles_extracted(out_file)
+      return result
     except BaseException as error:
       for child in multiprocessing.active_children():
         child.kill()
@@ -198,6 +306,12 @@ def import_wikiextractor():
   WikiExtractor.decode_open = open_checked(WikiExtractor.decode_open)
   WikiExtractor.process_dump = stop_children_on_error(
       WikiExtractor.process_dump)
+  # Text passages only (fixes 5 to 7).
+  extract = sys.modules["wikiextractor.extract"]
+  extract.Extractor.keepSections = False
+  extract.ExtLinkBracketedRegex = external_link_pattern(
+      extract.wgUrlProtocols, extract.EXT_LINK_URL_CLASS)
+  extract.replaceInternalLinks = by_paragraph(extract.replaceInternalLinks)
   return WikiExtractor
 
 

@@ -195,6 +195,28 @@ def test_vocab_without_unk_names_the_vocab_file(corpus, tmp_path):
   assert "KeyError" not in result.stderr
 
 
+def test_lines_too_long_for_an_instance_are_counted_per_file(tmp_path):
+  """A whole article on one line became one short instance, silently."""
+  vocab_file = str(tmp_path / "vocab.txt")
+  write_vocab(vocab_file)
+  input_dir = tmp_path / "text"
+  input_dir.mkdir()
+  words = conftest.WORDS
+  huge = " ".join(words[i % len(words)] for i in range(2000))
+  short = "the river is old and the town is new ."
+  (input_dir / "long.txt").write_text(
+      "%s\n%s\n\n%s\n%s\n%s\n" % (short, huge, short, short, huge))
+  (input_dir / "fine.txt").write_text("%s\n%s\n\n%s\n" % (short, short,
+                                                            short))
+  result = create(str(input_dir), str(tmp_path / "out"), vocab_file)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # One token per word; [CLS] and two [SEP] leave 29 of --max_seq_length 32.
+  assert ("%s: 2 of its 5 lines are longer than one instance holds (29 "
+          "tokens at --max_seq_length 32): 3942 of their 4000 words do not "
+          "fit and were cut." % (input_dir / "long.txt")) in result.stderr
+  assert result.stderr.count("longer than one instance holds") == 1
+
+
 def test_flag_check_is_one_error_line_not_a_traceback(corpus, tmp_path):
   vocab_file, input_dir = corpus
   result = create(input_dir, str(tmp_path / "out"), vocab_file,

@@ -769,3 +769,27 @@ def test_command_line_error_is_one_line(tmp_path, tiny_vocab):
   assert "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("ERROR: ") and "DistilBERT" in last
+
+
+def test_outputs_follow_the_umask(tmp_path, tiny_vocab):
+  """Not 700/600 (a temporary folder's, safetensors'): others may read."""
+  write_google_folder(str(tmp_path / "google"), tiny_vocab[0], "gelu")
+  old_mask = os.umask(0o027)
+  try:
+    checkpoint_conversion.convert("google", "huggingface",
+                                  str(tmp_path / "google"),
+                                  str(tmp_path / "hf"))
+    # Into an existing folder, the files too.
+    os.makedirs(str(tmp_path / "existing"))
+    checkpoint_conversion.convert("huggingface", "google",
+                                  str(tmp_path / "hf"),
+                                  str(tmp_path / "existing"))
+  finally:
+    os.umask(old_mask)
+  assert os.stat(str(tmp_path / "hf")).st_mode & 0o777 == 0o750
+  for folder in ("hf", "existing"):
+    names = os.listdir(str(tmp_path / folder))
+    assert "bert_config.json" in names or "model.safetensors" in names
+    for name in names:
+      mode = os.stat(str(tmp_path / folder / name)).st_mode & 0o777
+      assert mode == 0o640, (folder, name, oct(mode))

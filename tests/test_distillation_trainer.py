@@ -781,7 +781,8 @@ def checksums(output):
 def assert_only_rank0_wrote(output_dir):
   """output_dir holds one run's files: no rank dirs, one events file."""
   entries = set(os.listdir(output_dir))
-  allowed = re.compile(r"^(checkpoint|graph\.pbtxt|eval|eval_results\.txt|"
+  allowed = re.compile(r"^(checkpoint|bert_config\.json|graph\.pbtxt|eval|"
+                       r"eval_results\.txt|"
                        r"eval_history\.jsonl|train_stats\.json|"
                        r"events\.out\.tfevents\..*|model\.ckpt-\d+\..*)$")
   assert all(allowed.match(e) for e in entries), entries

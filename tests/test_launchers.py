@@ -1,5 +1,5 @@
 """Tests for the launchers: multinode_train.sh, cluster_helpers.sh, hosts and
-the README's single-node mpirun command.
+the single-node mpirun command of docs/distributed.md.
 
 Everything stays on this machine: hosts files name only localhost for the
 real runs, dry runs never reach ssh or mpirun, and fake `curl`/`ip`/`id`
@@ -415,17 +415,16 @@ def test_multinode_train_runs_two_processes_on_localhost(tmp_path,
 
 
 def readme_single_node_command(readme_text):
-  """Returns the words of the README's single-node `mpirun -np 8` command."""
+  """Returns the words of the docs' single-node `mpirun -np 8` command."""
   for block in re.findall(r"```[a-z]*\n(.*?)```", readme_text, re.S):
     if block.lstrip().startswith("mpirun -np 8") and TRAINER in block:
       return shlex.split(block.replace("\\\n", " "))
   return None
 
 
-def test_readme_single_node_command_runs_with_two_processes(tmp_path,
+def test_documented_single_node_command_runs_with_two_processes(tmp_path,
                                                             training_inputs):
-  # LAUNCH_README checks a README section before it is assembled into README.md.
-  readme = os.environ.get("LAUNCH_README", os.path.join(REPO, "README.md"))
+  readme = os.path.join(REPO, "docs", "distributed.md")
   assert os.path.exists(readme), readme + " is missing"
   with open(readme, encoding="utf-8") as f:
     readme_text = f.read()

@@ -36,6 +36,21 @@ def test_learning_rate_schedule_values():
   assert _learning_rate(50, num_warmup_steps=0) == pytest.approx(init_lr / 2)
 
 
+@pytest.mark.parametrize("num_train_steps, num_warmup_steps", [
+    (300, 10000), (40, 40), (40, 39), (40, 10), (40, 30), (40, 0), (1, 5)])
+def test_peak_learning_rate_is_the_schedules_highest(num_train_steps,
+                                                     num_warmup_steps):
+  """What the trainers' warning quotes: the highest rate of steps 0..N-1."""
+  with tf.Graph().as_default():
+    rates = optimization.learning_rate_schedule(
+        1e-3, tf.range(num_train_steps), num_train_steps, num_warmup_steps)
+    with tf.compat.v1.Session() as sess:
+      highest = sess.run(rates).max()
+  assert optimization.peak_learning_rate(
+      1e-3, num_train_steps, num_warmup_steps) == pytest.approx(highest,
+                                                                rel=1e-5)
+
+
 def test_learning_rate_schedule_rejects_bad_step_counts():
   with tf.Graph().as_default():
     step = tf.constant(0)

@@ -8,6 +8,7 @@ checkpoint's weights.
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -354,7 +355,7 @@ def test_bad_input_gives_clear_errors(teacher, top_k_run, tmp_path):
        "labels"),
       (args(input_file=short_file), "A record does not match the flags"),
       (random_teacher, "no error"),
-  ]
+  ] + reliability_cases(teacher, tmp_path)
   result = subprocess.run(
       [sys.executable, "-c", ERROR_DRIVER,
        json.dumps([argv for argv, _ in cases])],
@@ -366,11 +367,76 @@ def test_bad_input_gives_clear_errors(teacher, top_k_run, tmp_path):
     assert expected in message
   assert "cls/seq_relationship/output_bias" in messages[6]
   assert "--allow_random_teacher" in messages[5]
-  assert "--max_seq_length" in messages[-2]
+  assert "--max_seq_length" in messages[8]
   assert len(read_records(random_output)) == NUM_RECORDS
   assert "RANDOM teacher" in result.stderr
-  assert sorted(os.listdir(str(tmp_path))) == ["inputs", "random"], (
-      "a failed run left a file")
+  assert sorted(os.listdir(str(tmp_path))) == [
+      "bare", "configs", "inputs", "random", "stored"], (
+          "a failed run left a file")
+  # Without --bert_config_file the config stored with the checkpoint.
+  assert len(read_records(str(tmp_path / "stored" / "labels.tfrecord"))) == (
+      NUM_RECORDS)
+
+
+def reliability_cases(teacher, tmp_path):
+  """(argv, expected message) of inputs that ran but meant nothing (issue 20).
+
+  Writes the configs and a copy of the checkpoint without a stored config
+  under tmp_path (bare/, configs/); a good run writes stored/.
+  """
+  configs = tmp_path / "configs"
+  configs.mkdir()
+  one_layer = str(configs / "one_layer.json")
+  conftest.write_config(one_layer, vocab_size=VOCAB_SIZE, num_hidden_layers=1)
+  four_heads = str(configs / "four_heads.json")
+  conftest.write_config(four_heads, vocab_size=VOCAB_SIZE,
+                        num_attention_heads=4)
+  # The teacher's checkpoint in a folder that stores no bert_config.json.
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  for path in glob.glob(teacher["checkpoint"] + ".*"):
+    shutil.copy(path, str(bare))
+  bare_checkpoint = str(bare / os.path.basename(teacher["checkpoint"]))
+  labels = str(tmp_path / "labels.tfrecord")
+
+  def argv(*extra, config=None, checkpoint=teacher["checkpoint"],
+           input_file=teacher["input_file"], output_file=labels):
+    values = [str(arg) for arg in label_args(teacher, input_file, output_file,
+                                             *extra)]
+    values[3] = checkpoint
+    if config is None:
+      del values[0:2]
+    else:
+      values[1] = config
+    return values
+
+  return [
+      # Two layers in the checkpoint, one in the config.
+      (argv(config=one_layer, checkpoint=bare_checkpoint),
+       "--init_checkpoint %s holds 16 variables that the teacher of "
+       "--bert_config_file does not use, so it would label with part of the "
+       "teacher: bert/encoder/layer_1/*. The checkpoint has 2 encoder "
+       "layers, the config 1" % bare_checkpoint),
+      # The same shapes, another model: the stored config tells.
+      (argv(config=four_heads),
+       "--bert_config_file %s and %s (the config stored with "
+       "--init_checkpoint %s) differ in what the model computes: "
+       "num_attention_heads: stored 2, given 4." % (
+           four_heads, teacher["config_file"], teacher["checkpoint"])),
+      (argv(config=None, checkpoint=bare_checkpoint),
+       "--bert_config_file is required: --init_checkpoint %s has no "
+       "bert_config.json next to it." % bare_checkpoint),
+      (argv(config=None, output_file=str(tmp_path / "stored" /
+                                         "labels.tfrecord")), "no error"),
+      (argv("--label_temperature", 2, config=teacher["config_file"]),
+       "--label_temperature only applies with --label_sampling True"),
+      (argv("--truncation_factor", 3, "--label_sampling=True",
+            "--proposal_temperature", "nan", config=teacher["config_file"]),
+       "--proposal_temperature must be a positive finite number, got nan."),
+      (argv(config=teacher["config_file"], output_file=teacher["input_file"]),
+       "--output_file %s is one of the --input_file files" %
+       teacher["input_file"]),
+  ]
 
 
 def test_command_line_error_exits_nonzero(teacher, tmp_path):

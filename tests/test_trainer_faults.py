@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoint_conversion
 import conftest
 import modeling
 import network_distillation_single_machine_truncated as trainer
 import record_format
+import student_init
 import training_input
 # The module's shared tiny setup (a fixture and helpers, no tests).
 from test_distillation_trainer import (  # pylint: disable=unused-import
@@ -165,6 +167,25 @@ def test_flag_checks_name_the_flag(tmp_path, flag, value, message):
       trainer.check_flags()
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--temperature=nan"], "--temperature must be a finite number, got nan"),
+    (["--temperature=inf"], "--temperature must be a finite number, got inf"),
+    (["--learning_rate=nan"], "--learning_rate must be a finite number"),
+    (["--soft_label_weight=0", "--nsp_loss=none"],
+     "--soft_label_weight 0, --hard_label_weight 0 and --nsp_loss none leave "
+     "no loss to train on"),
+    (["--eval_every_steps=10"], "--eval_every_steps 10 needs --do_eval True"),
+])
+def test_flags_that_mean_nothing_are_errors(tmp_path, extra, message):
+  """Each of these ran (NaN until divergence, loss 0, no evaluation)."""
+  argv = ["trainer", "--bert_config_file=c.json", "--input_file=x",
+          "--output_dir=%s" % (tmp_path / "out"), "--do_train=True"] + extra
+  with flagsaver.flagsaver():
+    flags.FLAGS(argv)
+    with pytest.raises(trainer.InputError, match=re.escape(message)):
+      trainer.check_flags()
+
+
 # ---------------------------------------------------------------------------
 # Input lists and checks of every file.
 
@@ -301,10 +322,22 @@ def test_output_dir_state(tmp_path, data):
   assert trainer.checkpoint_step(out) == 3
 
   # One layer fewer would resume (and silently drop layer 1); a wider
-  # feed-forward layer would crash inside TensorFlow.
+  # feed-forward layer would crash inside TensorFlow. The stored config
+  # says so first.
   other = dict(conftest.tiny_config_dict(data["vocab_size"]),
                num_hidden_layers=1, intermediate_size=96)
   other_config = write_json(tmp_path / "other.json", other)
+  error = run_failing(SCRIPT, *trainer_args(
+      data, out, "--do_train", "True", bert_config_file=other_config,
+      num_train_steps=6))
+  assert error.startswith(
+      "ERROR: --bert_config_file %s and %s/bert_config.json (the config its "
+      "checkpoints were trained under) differ in what the model computes: "
+      "num_hidden_layers: stored 2, given 1; intermediate_size: stored 64, "
+      "given 96." % (other_config, out)), error
+  # An output_dir without a stored config (an older run's) is compared by
+  # the checkpoint's variables.
+  os.remove(os.path.join(out, "bert_config.json"))
   error = run_failing(SCRIPT, *trainer_args(
       data, out, "--do_train", "True", bert_config_file=other_config,
       num_train_steps=6))
@@ -317,11 +350,16 @@ def test_output_dir_state(tmp_path, data):
   assert "adam_m" not in error  # Slots of listed variables are not listed.
   assert trainer.checkpoint_step(out) == 3
 
-  # An fp16 run needs the loss-scale state that an fp32 checkpoint lacks.
+  # An fp16 run needs the loss-scale state that an fp32 (or bf16)
+  # checkpoint lacks: that is --precision, not another model.
   error = run_failing(SCRIPT, *trainer_args(
       data, out, "--do_train", "True", "--precision", "fp16",
       num_train_steps=6))
-  assert "loss_scale/scale []: not in the checkpoint" in error, error
+  assert error.startswith(
+      "ERROR: --output_dir %s holds checkpoint model.ckpt-3, trained without "
+      "fp16's loss scale (--precision fp32 or bf16), but --precision is "
+      "fp16. Resume it with the --precision it was trained with" % out), error
+  assert "another model" not in error
 
   # A truncated checkpoint to resume from is named with its flag.
   truncate_data_file(os.path.join(out, "model.ckpt-3"))
@@ -329,6 +367,87 @@ def test_output_dir_state(tmp_path, data):
       data, out, "--do_train", "True", num_train_steps=6))
   assert error.startswith("ERROR: --output_dir: checkpoint %s cannot be read"
                           % os.path.join(out, "model.ckpt-3")), error
+
+
+def test_a_resume_under_another_config_of_the_same_shapes(tmp_path, data,
+                                                          tiny_vocab):
+  """The stored bert_config.json tells a resume of another model (issue 20).
+
+  The same shapes would resume silently; dropout only warns. The stored
+  config also serves convert_checkpoint.py and --init_checkpoint DIR.
+  """
+  out = str(tmp_path / "out")
+  conftest.run_script(SCRIPT, *trainer_args(
+      data, out, "--do_train", "True", num_train_steps=3))
+  stored = os.path.join(out, "bert_config.json")
+  with open(stored) as f:
+    assert json.load(f) == conftest.tiny_config_dict(data["vocab_size"])
+
+  good = conftest.tiny_config_dict(data["vocab_size"])
+  other = write_json(tmp_path / "other.json", dict(
+      good, num_attention_heads=4, hidden_act="relu"))
+  error = run_failing(SCRIPT, *trainer_args(
+      data, out, "--do_train", "True", bert_config_file=other,
+      num_train_steps=6))
+  assert error == (
+      "ERROR: --bert_config_file %s and %s (the config its checkpoints were "
+      "trained under) differ in what the model computes: num_attention_heads:"
+      " stored 2, given 4; hidden_act: stored 'gelu', given 'relu'. Use the "
+      "stored config, or another folder.\n" % (other, stored)), error
+
+  # Dropout does not change what the model computes: a warning. (And a
+  # warmup longer than the run: the rate never reaches --learning_rate.)
+  no_dropout = write_json(tmp_path / "no_dropout.json", dict(
+      good, hidden_dropout_prob=0.0))
+  result = conftest.run_script(SCRIPT, *trainer_args(
+      data, out, "--do_train", "True", bert_config_file=no_dropout,
+      num_train_steps=4, num_warmup_steps=10000))
+  assert ("only in keys that do not change what the model computes: "
+          "hidden_dropout_prob: stored 0.1, given 0.0." in result.stderr)
+  assert ("--num_warmup_steps 10000 is not below --num_train_steps 4: the "
+          "learning rate rises for the whole run and peaks at 3e-07, 0.03% of "
+          "the rate 0.001" in result.stderr), result.stderr[-3000:]
+  assert trainer.checkpoint_step(out) == 4
+  with open(stored) as f:
+    assert json.load(f) == good  # The config the checkpoints began with.
+
+  # convert_checkpoint.py reads the stored config; a wrong one is refused.
+  hf = str(tmp_path / "hf")
+  with pytest.raises(trainer.InputError,
+                     match="num_attention_heads: stored 2, given 4"):
+    checkpoint_conversion.convert("google", "huggingface", out, hf,
+                                  bert_config_file=other,
+                                  vocab_file=tiny_vocab[0])
+  assert not os.path.exists(hf)
+  checkpoint_conversion.convert("google", "huggingface", out, hf,
+                                vocab_file=tiny_vocab[0])
+  with open(os.path.join(hf, "config.json")) as f:
+    assert json.load(f)["num_attention_heads"] == 2
+
+  # So does produce_teacher_labels.py --init_checkpoint DIR.
+  labels = str(tmp_path / "labels.tfrecord")
+  conftest.run_script(
+      LABELS_SCRIPT, "--init_checkpoint", out, "--input_file",
+      data["plain.tfrecord"], "--output_file", labels, "--max_seq_length",
+      MAX_SEQ, "--max_predictions_per_seq", MAX_PRED, "--truncation_factor",
+      TOP_K)
+  assert sum(1 for _ in tf.compat.v1.io.tf_record_iterator(labels)) == 256
+
+
+def test_a_student_logs_what_it_left_out_of_a_bigger_checkpoint(data, caplog):
+  student = modeling.BertConfig.from_dict(dict(
+      conftest.tiny_config_dict(data["vocab_size"]), num_hidden_layers=1))
+  with tf.Graph().as_default():
+    modeling.pretraining_model(
+        student, False, tf.compat.v1.placeholder(tf.int32, [None, MAX_SEQ]),
+        tf.compat.v1.placeholder(tf.int32, [None, MAX_PRED]))
+    with caplog.at_level("WARNING", logger="tensorflow"):
+      loaded = student_init.init_student_from_checkpoint(
+          tf.compat.v1.trainable_variables(), data["teacher_checkpoint"])
+  assert "bert/encoder/layer_1/output/dense/kernel" not in loaded.values()
+  assert ("Left out of the student, not loaded from --init_checkpoint %s (16 "
+          "variables): bert/encoder/layer_1/*" % data["teacher_checkpoint"]
+          in caplog.text), caplog.text
 
 
 # ---------------------------------------------------------------------------
