@@ -464,6 +464,20 @@ def named_paths(doc):
   return found
 
 
+def is_ignored_output(path):
+  """Whether path lies in a folder .gitignore lists (a run's outputs).
+
+  Such folders (demo_output/, a benchmark's work folder) exist only after a
+  run, and then perhaps half written, so what a doc names in them is not
+  checked.
+  """
+  with open(os.path.join(REPO, ".gitignore"), encoding="utf-8") as handle:
+    folders = {line.strip().strip("/") for line in handle
+               if line.strip().endswith("/")}
+  top = os.path.relpath(path, REPO).split(os.sep)[0]
+  return top in folders
+
+
 def missing_file(word, doc):
   """An error message when word names a project file that does not exist."""
   path, _, test_name = word.partition("::")
@@ -490,7 +504,8 @@ def missing_file(word, doc):
             return "names %s, which has no test %s" % (path, test_name)
       return None
     if os.path.isdir(parent) and parent.startswith(REPO + os.sep) and (
-        not os.path.relpath(parent, REPO).startswith(".")):
+        not os.path.relpath(parent, REPO).startswith(".")) and (
+            not is_ignored_output(candidate)):
       return "names %s, which does not exist" % path
   return None  # a file in a folder the user creates (outputs, downloads)
 

@@ -144,6 +144,7 @@ def test_teacher_is_frozen_and_absent_from_the_student_checkpoint(
                                     tf_random_seed=1))
   trained = {}
   train(estimator, 3, trained)
+  reader = tf.train.load_checkpoint(prefix)
   assert len(trained) == len(checkpoint_usage.unused_variables(
       prefix, (), ignored_prefixes=("cls/",)))
   for name, value in trained.items():
