@@ -50,6 +50,12 @@ flags.DEFINE_enum(
 FLAGS = flags.FLAGS
 
 # Sizes for the real demo (about 15 minutes on 2 CPU cores) and --tiny.
+# The layer-wise terms of the distilled student (weight 1 each), with the
+# teacher in the graph: bench_quality.py's best recipe.
+LAYER_RECIPE = ("--hidden_loss_weight", "1.0", "--hidden_loss", "mse",
+                "--attention_loss_weight", "1.0",
+                "--relation_loss_weight", "1.0")
+
 SETTINGS = {
     "full": dict(
         split_number=5, max_seq_length=64, max_predictions_per_seq=10,
@@ -63,11 +69,13 @@ SETTINGS = {
         teacher_steps=900, teacher_lr=3e-4, teacher_batch=32,
         student_steps=300, student_lr=3e-4, student_batch=32,
         eval_every_steps=75, max_eval_steps=50, horovod_steps=20,
-        # The best recipe of bench/bench_quality.py: layer init, then KD on
-        # 10 sampled tokens per position plus the hard labels.
+        # The best recipe of bench/bench_quality.py (2026-12-02): layer init,
+        # then the teacher in the graph: its full distribution, hidden states
+        # (MSE), attention and relations, plus the hard labels. The stored
+        # sampled labels still train the other students' records.
         init_layer_map="0,3", label_sampling=True, temperature=1.0,
         kd_target="sampled", soft_label_weight=1.0, hard_label_weight=1.0,
-        nsp_loss="soft",
+        nsp_loss="soft", layer_losses=LAYER_RECIPE,
         # The task's sentences are 12 word pieces long (median; 99.5% fit in
         # 24). Every model gets the same steps and batch; the task-distilled
         # student's loss weights are bench_downstream.py's.
@@ -87,7 +95,7 @@ SETTINGS = {
         eval_every_steps=3, max_eval_steps=2, horovod_steps=2,
         init_layer_map="1", label_sampling=True, temperature=1.0,
         kd_target="sampled", soft_label_weight=1.0, hard_label_weight=1.0,
-        nsp_loss="soft",
+        nsp_loss="soft", layer_losses=LAYER_RECIPE,
         downstream=dict(max_seq_length=16, steps=4, batch=8,
                         learning_rate=1e-3, temperature=2.0,
                         soft_label_weight=1.0, hard_label_weight=0.5,
@@ -239,6 +247,18 @@ def demo_precision():
   return "fp32" if slow else "bf16"
 
 
+def distillation_recipe(settings):
+  """The distilled student's recipe, in words, for the report."""
+  start = "teacher layers %s" % settings["init_layer_map"]
+  if settings["layer_losses"]:
+    return ("%s, then the teacher in the graph: its full masked-LM "
+            "distribution at T = %g, hidden states (MSE), attention and "
+            "relations, plus the hard labels (bench_quality.py's best "
+            "recipe)" % (start, settings["temperature"]))
+  return "%s, then stored %s labels at T = %g plus the hard labels" % (
+      start, settings["kd_target"], settings["temperature"])
+
+
 def write_report(out, settings, models, flags_used, precision_name,
                  downstream_task, downstream):
   """Writes report.json and report.md."""
@@ -254,6 +274,7 @@ def write_report(out, settings, models, flags_used, precision_name,
   report["settings"]["teacher_shape"] = settings["teacher"]
   report["settings"]["student_shape"] = settings["student"]
   report["distillation_flags"] = flags_used
+  report["distillation_recipe"] = distillation_recipe(settings)
   with open(os.path.join(out, "report.json"), "w") as f:
     json.dump(report, f, indent=2)
 
@@ -278,7 +299,8 @@ def write_report(out, settings, models, flags_used, precision_name,
                 distilled - models["scratch_student"]["masked_lm_accuracy"],
                 distilled - models["init_only_student"][
                     "masked_lm_accuracy"]), "",
-            "Distillation flags: `%s`" % " ".join(flags_used), ""]
+            "Distillation recipe: %s." % report["distillation_recipe"],
+            "", "Distillation flags: `%s`" % " ".join(flags_used), ""]
   lines += downstream_markdown(settings, downstream_task, downstream)
   lines += ["## Stage wall times", "", "| stage | seconds |", "| --- | ---: |"]
   for name, seconds in STAGE_SECONDS.items():
@@ -570,6 +592,11 @@ def main(_):
       "--soft_label_weight", str(settings["soft_label_weight"]),
       "--hard_label_weight", str(settings["hard_label_weight"]),
       "--nsp_loss", settings["nsp_loss"]]
+  if settings["layer_losses"]:
+    # The teacher runs in the graph; the records' stored labels are not read.
+    distill_flags += ["--teacher_config_file", teacher_config,
+                      "--teacher_checkpoint", teacher_checkpoint]
+    distill_flags += list(settings["layer_losses"])
   student_runs = {
       "distilled_student": distill_flags,
       "init_only_student": init_flags + label_flags + hard_only,

@@ -128,10 +128,22 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   assert params["distilled_student"] == params["scratch_student"]
   assert params["distilled_student"] < params["teacher"]
 
+  # The distilled student learns from the teacher in the graph, with the
+  # layer-wise losses, and the report names that recipe.
+  flags_used = report["distillation_flags"]
+  teacher_checkpoint = flags_used[flags_used.index("--teacher_checkpoint") + 1]
+  assert os.path.exists(teacher_checkpoint + ".index"), teacher_checkpoint
+  assert os.path.dirname(teacher_checkpoint) == str(out / "teacher")
+  for flag in ("--hidden_loss_weight", "--attention_loss_weight",
+               "--relation_loss_weight"):
+    assert float(flags_used[flags_used.index(flag) + 1]) > 0, flag
+  assert "teacher in the graph" in report["distillation_recipe"]
+
   markdown = (out / "report.md").read_text()
   for model in MODELS:
     assert model in markdown
   assert "distilled minus init-only" in markdown
+  assert "Distillation recipe: " + report["distillation_recipe"] in markdown
   check_downstream(out, report, result.stdout)
   downstream_section = markdown.split("## Downstream task")[1].split(
       "## Stage wall times")[0]
