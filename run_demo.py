@@ -586,9 +586,7 @@ def main(_):
   hard_only = ["--soft_label_weight", "0", "--hard_label_weight", "1",
                "--nsp_loss", "hard"]
   distill_flags = init_flags + [
-      "--truncation_factor", "10",
       "--temperature", str(settings["temperature"]),
-      "--kd_target", settings["kd_target"],
       "--soft_label_weight", str(settings["soft_label_weight"]),
       "--hard_label_weight", str(settings["hard_label_weight"]),
       "--nsp_loss", settings["nsp_loss"]]
@@ -597,6 +595,9 @@ def main(_):
     distill_flags += ["--teacher_config_file", teacher_config,
                       "--teacher_checkpoint", teacher_checkpoint]
     distill_flags += list(settings["layer_losses"])
+  else:
+    distill_flags += ["--truncation_factor", "10",
+                      "--kd_target", settings["kd_target"]]
   student_runs = {
       "distilled_student": distill_flags,
       "init_only_student": init_flags + label_flags + hard_only,
