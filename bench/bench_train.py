@@ -23,8 +23,17 @@ Each run is the real trainer script; the rate is its own measurement
 (train_stats.json: the steps after the first two, so graph building and
 warm-up are left out; global sequences per second).
 
+With --profile it times nothing: for each student and precision it runs
+bench/profile_step.py (the same trainer and flags, one process, default
+threads), which traces --profile_steps steps after warm-up, and prints where
+a step's op time goes: matmuls, casts, LayerNorm, softmax, GELU, dropout,
+the optimizer, the input, data movement and other elementwise ops, and the
+op types that take the most. Tracing slows a step down, so the shares
+matter, not the milliseconds.
+
   .venv/bin/python bench/bench_train.py [--batch 8] [--timed_steps 3]
   .venv/bin/python bench/bench_train.py --quick   # smoke run: 4x256, 1 setup
+  .venv/bin/python bench/bench_train.py --profile --batch 32
 """
 
 import json
@@ -66,6 +75,13 @@ flags.DEFINE_integer(
     "How many of the setups to run, in the order of the docstring (1 = one "
     "process with default threads only).")
 
+flags.DEFINE_bool(
+    "profile", False,
+    "Instead of timing, profile one process per student and precision with "
+    "bench/profile_step.py and print the time per kind of op.")
+flags.DEFINE_integer("profile_steps", 2, "With --profile: steps traced.")
+flags.DEFINE_bool("use_xla", False, "Pass --use_xla to the trainer.")
+
 FLAGS = flags.FLAGS
 
 VOCAB_SIZE = synthetic.BERT_VOCAB_SIZE
@@ -106,7 +122,8 @@ def trainer_flags(config_path, input_file, output_dir, batch, steps,
           "--do_train", "True", "--train_batch_size", str(batch),
           "--num_train_steps", str(steps), "--num_warmup_steps", "0",
           "--save_checkpoints_steps", "100000", "--iterations_per_loop", "1",
-          "--precision", precision_name]
+          "--precision", precision_name] + (
+              ["--use_xla"] if FLAGS.use_xla else [])
 
 
 def thread_env(threads):
@@ -166,11 +183,18 @@ def main(_):
       students = "4x256"
     if FLAGS["timed_steps"].using_default_value:
       FLAGS.timed_steps = 2
-  peaks = gemm_peaks(precisions)
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_train_")
   os.makedirs(work_dir, exist_ok=True)
   records = os.path.join(work_dir, "records.tfrecord")
   write_records(records, 4 * FLAGS.batch)
+  if FLAGS.profile:
+    try:
+      profile(students, precisions, work_dir, records)
+    finally:
+      if not FLAGS.work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return
+  peaks = gemm_peaks(precisions)
   single = os.path.join(REPO,
                         "network_distillation_single_machine_truncated.py")
   distributed = os.path.join(REPO,
@@ -234,6 +258,92 @@ def main(_):
         print("| %s | %s | %.2fx |" % (
             student, name, rates[student, name, "bf16"] /
             rates[student, name, "fp32"]))
+
+
+KIND_LABELS = {
+    "matmul": "matmuls (forward and backward)",
+    "cast": "casts",
+    "layer_norm": "LayerNorm",
+    "softmax": "softmax (attention, vocabulary)",
+    "gelu": "GELU",
+    "dropout": "dropout",
+    "optimizer": "optimizer (clip, AdamW, dense embedding gradient)",
+    "input": "input (waiting for the next batch)",
+    "data_movement": "data movement (transpose, gather, scatter, ...)",
+    "other_elementwise": "other elementwise (add, mul, bias, sums, ...)",
+    "bookkeeping": "bookkeeping (variable reads, shapes, ...)",
+}
+
+
+def profile(students, precisions, work_dir, records):
+  """Runs profile_step.py per student and precision; prints the tables."""
+  script = os.path.join(REPO, "bench", "profile_step.py")
+  skip = 3
+  steps = skip + FLAGS.profile_steps
+  results = []
+  for student in students.split(","):
+    layers, hidden = (int(x) for x in student.split("x"))
+    config_path = os.path.join(work_dir, "student_%s.json" % student)
+    with open(config_path, "w") as f:
+      json.dump(synthetic.bert_config_dict(layers, hidden), f)
+    for precision_name in precisions:
+      output_dir = os.path.join(work_dir, "profile_%s_%s" % (
+          student, precision_name))
+      shutil.rmtree(output_dir, ignore_errors=True)
+      output = output_dir + ".json"
+      command = [sys.executable, script, "--profile_output", output,
+                 "--profile_skip_steps", str(skip),
+                 "--profile_steps", str(FLAGS.profile_steps),
+                 "--profile_timeline", output_dir + ".trace.json"
+                 ] + trainer_flags(config_path, records, output_dir,
+                                   FLAGS.batch, steps, precision_name)
+      run(command, thread_env(None), output_dir)
+      with open(output) as f:
+        results.append((student, precision_name, json.load(f)))
+      print("profiled %s %s" % (student, precision_name), flush=True)
+  print_profile(results)
+  return results
+
+
+def print_profile(results):
+  """Prints the share of op time per kind, and the top op types."""
+  print("\nWall time of a training step by kind of op (bench/profile_step.py,"
+        " batch %d, seq %d, %d traced steps after 3; an instant with two ops "
+        "running is split between them; %d cores, "
+        "load average %.1f at the end):\n" % (
+            FLAGS.batch, MAX_SEQ_LENGTH, FLAGS.profile_steps,
+            os.cpu_count(), os.getloadavg()[0]))
+  header = ["%s %s" % (student, name) for student, name, _ in results]
+  print("| kind | " + " | ".join(header) + " |")
+  print("| --- |" + " ---: |" * len(results))
+  kinds = list(results[0][2]["kinds_s"])
+  totals = [sum(result["kinds_s"].values()) for _, _, result in results]
+  for kind in kinds:
+    cells = ["%.0f ms (%.0f%%)" % (1e3 * result["kinds_s"][kind],
+                                  100.0 * result["kinds_s"][kind] / total)
+             for (_, _, result), total in zip(results, totals)]
+    print("| %s | %s |" % (KIND_LABELS.get(kind, kind), " | ".join(cells)))
+  print("| **some op running** | %s |" % " | ".join(
+      "%.0f ms" % (1e3 * total) for total in totals))
+  print("| traced step, wall | %s |" % " | ".join(
+      "%.0f ms" % (1e3 * result["traced_wall_s"])
+      for _, _, result in results))
+  cells = []
+  for student, _, result in results:
+    flops = FLAGS.batch * step_flops(student)
+    cells.append("%.0f GFLOP/s" % (flops / result["kinds_s"]["matmul"] / 1e9))
+  print("| step FLOPs / matmul time | %s |" % " | ".join(cells))
+  cells = []
+  for student, name, result in results:
+    flops = FLAGS.batch * step_flops(student)
+    cells.append("%.0f GFLOP/s" % (flops / result["traced_wall_s"] / 1e9))
+  print("| step FLOPs / traced wall time | %s |" % " | ".join(cells))
+  for student, name, result in results:
+    total = sum(result["kinds_s"].values())
+    top = list(result["op_types_s"].items())[:10]
+    print("\n%s %s, top op types: %s" % (student, name, ", ".join(
+        "%s %.0f%%" % (op_type, 100.0 * seconds / total)
+        for op_type, seconds in top)))
 
 
 def step_flops(student):

@@ -126,8 +126,9 @@ def test_weight_decay_skips_layer_norm_and_bias():
       np.testing.assert_array_equal(values[name], 1.0, err_msg=name)
 
 
-def test_adamw_update_matches_numpy_and_names_slots():
-  """One apply_gradients step against the formula (no bias correction)."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_adamw_update_matches_numpy_and_names_slots(fused):
+  """Two apply_gradients steps against the formula (no bias correction)."""
   param0 = np.array([0.5, -1.0, 2.0], np.float32)
   grad = np.array([0.1, -0.3, 0.0], np.float32)
   lr, decay, beta_1, beta_2, eps = 0.01, 0.1, 0.8, 0.9, 1e-6
@@ -137,7 +138,8 @@ def test_adamw_update_matches_numpy_and_names_slots():
     global_step = tf.compat.v1.train.get_or_create_global_step()
     optimizer = optimization.AdamWeightDecayOptimizer(
         learning_rate=lr, weight_decay_rate=decay, beta_1=beta_1,
-        beta_2=beta_2, epsilon=eps, exclude_from_weight_decay=["bias"])
+        beta_2=beta_2, epsilon=eps, exclude_from_weight_decay=["bias"],
+        fused=fused)
     assert isinstance(optimizer, tf.compat.v1.train.Optimizer)
     update = optimizer.apply_gradients([(tf.constant(grad), param)],
                                        global_step=global_step)
@@ -156,6 +158,90 @@ def test_adamw_update_matches_numpy_and_names_slots():
     v = beta_2 * v + (1 - beta_2) * grad * grad
     expected = expected - lr * (m / (np.sqrt(v) + eps) + decay * expected)
   np.testing.assert_allclose(result, expected, rtol=1e-5)
+
+
+def _adamw_steps(fused, skips, seed=0):
+  """Values of every variable and moment after steps of random gradients.
+
+  A decayed kernel, an excluded bias and a sparse (gathered) embedding
+  table; `skips` gives each step's `skip` (all None: no skip input).
+  """
+  rng = np.random.RandomState(seed)
+  with tf.Graph().as_default():
+    kernel = tf.compat.v1.get_variable(
+        "layer/kernel", initializer=tf.constant(rng.randn(4, 3), tf.float32))
+    bias = tf.compat.v1.get_variable(
+        "layer/bias", initializer=tf.constant(rng.randn(3), tf.float32))
+    table = tf.compat.v1.get_variable(
+        "word_embeddings", initializer=tf.constant(rng.randn(6, 2),
+                                                   tf.float32))
+    kernel_grad = tf.compat.v1.placeholder(tf.float32, [4, 3])
+    bias_grad = tf.compat.v1.placeholder(tf.float32, [3])
+    table_grad = tf.IndexedSlices(
+        tf.compat.v1.placeholder(tf.float32, [3, 2]),
+        tf.constant([1, 4, 1]), tf.constant([6, 2]))
+    skip = tf.compat.v1.placeholder(tf.bool, [])
+    learning_rate = tf.compat.v1.placeholder(tf.float32, [])
+    optimizer = optimization.AdamWeightDecayOptimizer(
+        learning_rate=learning_rate, weight_decay_rate=0.01,
+        epsilon=1e-6, exclude_from_weight_decay=["bias"], fused=fused)
+    pairs = [(kernel_grad, kernel), (bias_grad, bias), (table_grad, table)]
+    with_skip = any(value is not None for value in skips)
+    update = optimizer.apply_gradients(pairs,
+                                       skip=skip if with_skip else None)
+    everything = sorted(tf.compat.v1.global_variables(),
+                        key=lambda v: v.op.name)
+    with tf.compat.v1.Session() as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      for step, skip_value in enumerate(skips):
+        feed = {kernel_grad: rng.randn(4, 3), bias_grad: rng.randn(3),
+                table_grad.values: rng.randn(3, 2),
+                learning_rate: 0.01 * (1 + step)}
+        if with_skip:
+          feed[skip] = bool(skip_value)
+        sess.run(update, feed)
+      return {v.op.name: value
+              for v, value in zip(everything, sess.run(everything))}
+
+
+def test_fused_adamw_equals_googles_chain_of_ops():
+  """Fused and unfused updates: the same values up to float32 rounding.
+
+  TensorFlow's Adam kernel computes m + (g - m)(1 - beta_1) and forms
+  1 - beta_2 in float32 (0.00100005 for 0.999), so after several steps the
+  two differ by float32 rounding of the constants, not bit for bit: by less
+  than a thousandth of what the steps moved each variable.
+  """
+  start = _adamw_steps(True, [])
+  unfused = _adamw_steps(False, [None] * 5)
+  fused = _adamw_steps(True, [None] * 5)
+  assert sorted(fused) == sorted(unfused) == [
+      "layer/bias", "layer/bias/adam_m", "layer/bias/adam_v", "layer/kernel",
+      "layer/kernel/adam_m", "layer/kernel/adam_v", "word_embeddings",
+      "word_embeddings/adam_m", "word_embeddings/adam_v"]
+  for name in unfused:
+    moved = np.max(np.abs(unfused[name] - start[name]))
+    assert moved > 1e-3, name
+    assert np.max(np.abs(fused[name] - unfused[name])) < 1e-3 * moved, name
+  # Rows 0, 2, 3 and 5 of the table got no gradient: only decay moved them.
+  np.testing.assert_allclose(
+      fused["word_embeddings"][[0, 2, 3, 5]],
+      start["word_embeddings"][[0, 2, 3, 5]] *
+      np.prod([1 - 0.01 * (1 + step) * 0.01 for step in range(5)]),
+      rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_skipped_step_changes_nothing(fused):
+  """skip=True (a float16 overflow) leaves variables and moments alone."""
+  two_steps = _adamw_steps(fused, [False, False])
+  with_skips = _adamw_steps(fused, [False, True, True])
+  one_step = _adamw_steps(fused, [False])
+  for name in one_step:
+    np.testing.assert_array_equal(with_skips[name], one_step[name],
+                                  err_msg=name)
+  assert not np.array_equal(two_steps["layer/kernel"],
+                            one_step["layer/kernel"])
 
 
 def test_sparse_embedding_gradients_are_applied():
