@@ -19,6 +19,7 @@ import modeling
 import student_init
 import temporary_files
 import training_hooks
+import xla_compile
 
 tf1 = tf.compat.v1
 
@@ -193,8 +194,13 @@ def non_finite_message(error, model_dir, warmup_flag="--num_warmup_steps"):
 
 
 def build_estimator(model_fn, distribution, output_dir, save_checkpoints_steps,
-                    log_step_count_steps, random_seed, params=None):
-  """The Estimator of this process; only rank 0 saves into output_dir."""
+                    log_step_count_steps, random_seed, params=None,
+                    use_xla=False):
+  """The Estimator of this process; only rank 0 saves into output_dir.
+
+  Its sessions use distribution.session_config, with XLA's JIT level set
+  when use_xla (--use_xla; xla_compile.session_config).
+  """
   run_config = tf.estimator.RunConfig(
       model_dir=distribution.model_dir or output_dir,
       save_checkpoints_steps=(save_checkpoints_steps
@@ -203,7 +209,8 @@ def build_estimator(model_fn, distribution, output_dir, save_checkpoints_steps,
       log_step_count_steps=log_step_count_steps,
       keep_checkpoint_max=5,
       tf_random_seed=random_seed,
-      session_config=distribution.session_config)
+      session_config=xla_compile.session_config(
+          distribution.session_config, use_xla))
   return tf.estimator.Estimator(model_fn=model_fn, config=run_config,
                                 params=params)
 

@@ -58,6 +58,7 @@ import teacher_graph
 import temporary_files
 import training_hooks
 import training_input
+import xla_compile
 
 tf1 = tf.compat.v1
 
@@ -193,6 +194,8 @@ flags.DEFINE_integer(
 flags.DEFINE_enum("precision", "fp32", precision.PRECISIONS,
                   precision.FLAG_HELP)
 
+flags.DEFINE_bool("use_xla", False, xla_compile.FLAG_HELP)
+
 # The teacher in the graph (layer-wise distillation). Without these flags the
 # teacher's labels come from the records, as in the original.
 flags.DEFINE_string(
@@ -286,13 +289,13 @@ def build_online_teacher(teacher, options, features, student_model,
   Returns (TeacherLabels or None, {layer loss name: scalar}). The teacher's
   heads are built when with_outputs (and the checkpoint has them); the
   encoder runs in compute_type (--precision), the masked-LM head in
-  float32, as when labelling.
+  float32, as when labelling. restore_online_teacher() then points its
+  variables at the checkpoint.
   """
   model = teacher_graph.build_teacher(
       teacher.config, features["input_ids"], features["input_mask"],
       features["segment_ids"], compute_type=compute_type)
   labels = None
-  ignored = ["cls/"]
   if with_outputs and teacher.has_masked_lm:
     with teacher_graph.teacher_scope():
       masked_lm_logits = modeling.masked_lm_logits(
@@ -304,12 +307,6 @@ def build_online_teacher(teacher, options, features, student_model,
             teacher.config, model.get_pooled_output())
     labels = distillation.online_teacher_labels(masked_lm_logits,
                                                 next_sentence_logits)
-    ignored = [] if teacher.has_next_sentence else ["cls/seq_relationship/"]
-  # Only the next-sentence head reads the pooler (a BertForMaskedLM import
-  # has neither).
-  teacher_graph.restore_teacher(teacher.checkpoint,
-                                ignore_prefixes=ignored,
-                                optional_prefixes=("bert/pooler/",))
   layer_losses = {}
   if options.layer.enabled:
     layer_losses = distillation.layer_losses(
@@ -318,15 +315,33 @@ def build_online_teacher(teacher, options, features, student_model,
   return labels, layer_losses
 
 
+def restore_online_teacher(teacher, with_heads):
+  """Makes the built teacher's variables load from its checkpoint.
+
+  with_heads: build_online_teacher built the heads (it returned labels);
+  otherwise the checkpoint's heads (cls/) are left unused.
+  """
+  ignored = ["cls/"]
+  if with_heads:
+    ignored = [] if teacher.has_next_sentence else ["cls/seq_relationship/"]
+  # Only the next-sentence head reads the pooler (a BertForMaskedLM import
+  # has neither).
+  teacher_graph.restore_teacher(teacher.checkpoint,
+                                ignore_prefixes=ignored,
+                                optional_prefixes=("bert/pooler/",))
+
+
 def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
                      skip_mismatched, learning_rate, num_train_steps,
                      num_warmup_steps, max_predictions_per_seq, distribution,
-                     stats, precision_name="fp32", teacher=None):
+                     stats, precision_name="fp32", teacher=None,
+                     use_xla=False):
   """Returns the Estimator model_fn; it records the parameter count in stats.
 
   precision_name is a --precision value; fp16 training gets dynamic loss
   scaling. teacher: an OnlineTeacher to run in the graph, or None (labels
-  from the records).
+  from the records). use_xla (--use_xla): the student, the teacher, the
+  losses and the training step are built in xla_compile.jit_scope().
   """
 
   def model_fn(features, labels, mode, params, config):
@@ -334,35 +349,40 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
     del labels, params  # The labels travel in `features`.
     is_training = mode == tf.estimator.ModeKeys.TRAIN
     compute_type = precision.compute_type(precision_name)
-    # Evaluation keeps the masked-LM head in float32, as the teacher does
-    # when it labels, so that the metrics compare like with like.
-    student, masked_lm_logits, next_sentence_logits = (
-        modeling.pretraining_model(
-        bert_config, is_training, features["input_ids"],
-        features["masked_lm_positions"], input_mask=features["input_mask"],
-        token_type_ids=features["segment_ids"], compute_type=compute_type,
-        mlm_head_type=compute_type if is_training else tf.float32))
-
-    tvars = tf1.trainable_variables()
-    stats["params"] = modeling.count_parameters(tvars)
-    # Under Horovod, rank 0 loads and BroadcastGlobalVariablesHook copies.
-    if init_checkpoint and distribution.is_chief:
-      student_init.init_student_from_checkpoint(tvars, init_checkpoint, layer_map,
-                                   skip_mismatched)
-
     # Training skips the teacher terms it does not use (they cost a vocab-
     # sized softmax pass); evaluation reports them whenever labels exist.
     with_teacher_terms = not is_training or options.uses_teacher_outputs
     online_labels, layer_losses = None, None
+    with xla_compile.jit_scope(use_xla):
+      # Evaluation keeps the masked-LM head in float32, as the teacher does
+      # when it labels, so that the metrics compare like with like.
+      student, masked_lm_logits, next_sentence_logits = (
+          modeling.pretraining_model(
+              bert_config, is_training, features["input_ids"],
+              features["masked_lm_positions"],
+              input_mask=features["input_mask"],
+              token_type_ids=features["segment_ids"],
+              compute_type=compute_type,
+              mlm_head_type=compute_type if is_training else tf.float32))
+      tvars = tf1.trainable_variables()
+      if teacher is not None:
+        online_labels, layer_losses = build_online_teacher(
+            teacher, options, features, student,
+            bert_config.initializer_range, with_teacher_terms, compute_type)
+      losses = distillation.compute_losses(
+          options, features, masked_lm_logits, next_sentence_logits,
+          max_predictions_per_seq, with_teacher_terms=with_teacher_terms,
+          labels=online_labels, layer_loss_values=layer_losses)
+
+    # The checkpoint reads run once per session: outside the XLA scope.
+    stats["params"] = modeling.count_parameters(tvars)
+    # Under Horovod, rank 0 loads and BroadcastGlobalVariablesHook copies.
+    if init_checkpoint and distribution.is_chief:
+      student_init.init_student_from_checkpoint(tvars, init_checkpoint,
+                                                layer_map, skip_mismatched)
     if teacher is not None:
       # Every rank builds and reads the teacher (it is not broadcast).
-      online_labels, layer_losses = build_online_teacher(
-          teacher, options, features, student, bert_config.initializer_range,
-          with_teacher_terms, compute_type)
-    losses = distillation.compute_losses(
-        options, features, masked_lm_logits, next_sentence_logits,
-        max_predictions_per_seq, with_teacher_terms=with_teacher_terms,
-        labels=online_labels, layer_loss_values=layer_losses)
+      restore_online_teacher(teacher, with_heads=online_labels is not None)
 
     if is_training:
       for name, value in losses.items():
@@ -370,11 +390,15 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
       tf1.add_to_collection(training_hooks.LOSS_COLLECTION, losses["total"])
       loss_scale = (optimization.DynamicLossScale()
                     if precision_name == "fp16" else None)
-      train_op = optimization.create_optimizer(
-          losses["total"], learning_rate, num_train_steps, num_warmup_steps,
-          False, use_horovod=distribution.use_horovod,
-          scale_learning_rate=distribution.scale_learning_rate,
-          loss_scale=loss_scale, fp16_allreduce=distribution.fp16_allreduce)
+      # The training step is compiled too: XLA fuses the clipping, the AdamW
+      # update and fp16's overflow check into a few passes over the weights.
+      # Horovod's all-reduce has no XLA kernel and stays a TensorFlow op.
+      with xla_compile.jit_scope(use_xla):
+        train_op = optimization.create_optimizer(
+            losses["total"], learning_rate, num_train_steps, num_warmup_steps,
+            False, use_horovod=distribution.use_horovod,
+            scale_learning_rate=distribution.scale_learning_rate,
+            loss_scale=loss_scale, fp16_allreduce=distribution.fp16_allreduce)
       spec = tf.estimator.EstimatorSpec(mode, loss=losses["total"],
                                         train_op=train_op)
     elif mode == tf.estimator.ModeKeys.EVAL:
@@ -742,10 +766,10 @@ def run(distribution):
       bert_config, options, FLAGS.init_checkpoint, layer_map,
       FLAGS.init_skip_mismatched, FLAGS.learning_rate, num_train_steps,
       num_warmup_steps, FLAGS.max_predictions_per_seq, distribution, stats,
-      FLAGS.precision, teacher)
+      FLAGS.precision, teacher, FLAGS.use_xla)
   estimator = estimator_training.build_estimator(
       model_fn, distribution, FLAGS.output_dir, FLAGS.save_checkpoints_steps,
-      FLAGS.iterations_per_loop, FLAGS.random_seed)
+      FLAGS.iterations_per_loop, FLAGS.random_seed, use_xla=FLAGS.use_xla)
 
   watchdog = training_hooks.Watchdog() if FLAGS.step_timeout_secs else None
 

@@ -45,6 +45,7 @@ import output_config
 import precision
 import record_format
 import temporary_files
+import xla_compile
 
 tf1 = tf.compat.v1
 
@@ -511,10 +512,7 @@ def session_config(local_rank, local_size, use_xla, distributed=False):
   config.gpu_options.allow_growth = True
   if distributed:
     config.gpu_options.visible_device_list = str(local_rank)
-  if use_xla:
-    config.graph_options.optimizer_options.global_jit_level = (
-        tf1.OptimizerOptions.ON_1)
-  return config
+  return xla_compile.session_config(config, use_xla)
 
 
 class RecordWriterThread(object):
@@ -650,12 +648,7 @@ def run_teacher(bert_config, input_files, record_shard, output_path,
                             FLAGS.max_predictions_per_seq, record_shard)
     features = tf1.data.make_one_shot_iterator(dataset).get_next()
     compute_type = precision.compute_type(FLAGS.precision)
-    if FLAGS.use_xla:
-      with tf.xla.experimental.jit_scope():
-        labels = teacher_labels(bert_config, features,
-                                FLAGS.truncation_factor, with_next_sentence,
-                                compute_type, sampling)
-    else:
+    with xla_compile.jit_scope(FLAGS.use_xla):
       labels = teacher_labels(bert_config, features, FLAGS.truncation_factor,
                               with_next_sentence, compute_type, sampling)
     records = encode_records(features["raw"], labels)

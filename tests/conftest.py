@@ -160,3 +160,13 @@ def tiny_vocab(tmp_path_factory):
   """(path, tokens) of a small vocab shared by the whole session."""
   path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
   return path, write_vocab(path)
+
+
+def xla_ran(run_metadata):
+  """Whether the session.run that filled run_metadata ran XLA code.
+
+  The run needs RunOptions(output_partition_graphs=True): a compiled
+  cluster shows up in its partition graphs as an _XlaRun op.
+  """
+  return any(node.op == "_XlaRun" for graph in run_metadata.partition_graphs
+             for node in graph.node)

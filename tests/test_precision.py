@@ -24,6 +24,7 @@ import modeling
 import optimization
 import precision
 import record_format
+import xla_compile
 
 sys.path.insert(0, os.path.join(conftest.REPO, "bench"))
 import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -242,25 +243,31 @@ def test_horovod_fp16_with_fp16_allreduce(labels, tmp_path):
 # Loss scaling, on a graph small enough to check every value.
 
 
-def test_loss_scale_skips_an_overflowing_step_and_adapts(capfd):
+@pytest.mark.parametrize("use_xla", [False, True])
+def test_loss_scale_skips_an_overflowing_step_and_adapts(capfd, use_xla):
+  """Also with the step compiled by XLA (--use_xla): it must skip the same."""
   with tf.Graph().as_default():
     weights = tf1.get_variable("weights", initializer=[1.0, 2.0, 3.0])
     inputs = tf1.placeholder(tf.float32, [3])
-    loss = tf.reduce_sum(weights * inputs)
     loss_scale = optimization.DynamicLossScale(initial_scale=2.0 ** 10,
                                                growth_steps=2)
-    train_op = optimization.create_optimizer(loss, 0.1, 100, 0, False,
-                                             loss_scale=loss_scale)
+    with xla_compile.jit_scope(use_xla):
+      loss = tf.reduce_sum(weights * inputs)
+      train_op = optimization.create_optimizer(loss, 0.1, 100, 0, False,
+                                               loss_scale=loss_scale)
     moments = [var for var in tf1.global_variables()
                if var.op.name.startswith("weights/adam_")]
     state = [weights, loss_scale.scale, loss_scale.skipped_steps,
              tf1.train.get_global_step()] + moments
-    with tf1.Session() as session:
+    config = xla_compile.session_config(None, use_xla)
+    with tf1.Session(config=config) as session:
       session.run(tf1.global_variables_initializer())
+      run_metadata = tf1.RunMetadata()
 
       def step(values):
         before = session.run(state)
-        session.run(train_op, {inputs: values})
+        session.run(train_op, {inputs: values}, options=tf1.RunOptions(
+            output_partition_graphs=True), run_metadata=run_metadata)
         return before, session.run(state)
 
       # Two finite steps: updates applied, then the scale doubles.
@@ -284,6 +291,8 @@ def test_loss_scale_skips_an_overflowing_step_and_adapts(capfd):
       before, after = step([1.0, 1.0, 1.0])
       assert np.all(after[0] < before[0]) and np.all(np.isfinite(after[0]))
       assert after[2] == 1
+      # The step ran as XLA code exactly when asked to.
+      assert conftest.xla_ran(run_metadata) == use_xla
 
 
 def test_loss_scale_never_drops_below_one():
