@@ -34,7 +34,8 @@ Horovod; everything that differs between the two lives in a Distribution.
 This script keeps the flags, the model_fn and the run loop. The losses and
 metrics live in distillation.py, the student's initialisation from a teacher
 in student_init.py, the input pipeline and record checks in
-training_input.py, and the hooks in training_hooks.py.
+training_input.py, the hooks in training_hooks.py, and --use_xla's XLA
+compilation in xla_compile.py.
 """
 
 import contextlib

@@ -8,9 +8,10 @@ switches, both off unless --use_xla:
     ops, for XLA and joins them into clusters that run as compiled, fused
     code. Ops without an XLA kernel (the input pipeline, summaries, prints,
     Horovod's all-reduce) stay ordinary TensorFlow ops, and so do stateful
-    random ops (dropout masks): XLA would ignore their seeds. Variables are
-    created outside it: their initialisers and reads for the checkpoints run
-    once or rarely, and compiling each would only cost time.
+    random ops (dropout masks): XLA would ignore their seeds. The ops that
+    create a variable (its initialiser, its read for the checkpoints) are
+    left out too: they run once or at a save, and compiling each of them
+    would only cost time.
   * session_config(): the session's global_jit_level ON_1, XLA's
     auto-clustering, as NVIDIA's TensorFlow BERT sets for --use_xla. On a
     GPU it also compiles what it can outside the scope. On a CPU TensorFlow
