@@ -250,8 +250,7 @@ def main(_):
       FLAGS.gemm_size, ", ".join("%s %.1f GFLOP/s" % (name, peak)
                                  for name, peak in sorted(peaks.items()))))
   if "fp32" in precisions and "bf16" in precisions:
-    print("\n| student | setup | bf16 / fp32 (issue's goal at batch 32: "
-          ">= 1.8x) |")
+    print("\n| student | setup | bf16 / fp32 |")
     print("| --- | --- | ---: |")
     for student in students.split(","):
       for name, _, _ in setups:
