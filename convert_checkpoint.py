@@ -25,13 +25,14 @@ which bert_config.json calls "gelu_exact".
 A model without a next-sentence head (BertForMaskedLM) converts to a
 checkpoint without cls/seq_relationship; a bare BertModel to one without any
 head. PyTorch is not needed: tensors are read and written with safetensors'
-numpy API. The conversion itself lives in checkpoint_conversion.py.
+numpy API. The conversion itself lives in
+bert_distillation/checkpoint_conversion.py.
 """
 
 from absl import flags
 
-import checkpoint_conversion
-import command_line
+from bert_distillation import checkpoint_conversion
+from bert_distillation import command_line
 
 FORMATS = checkpoint_conversion.FORMATS
 

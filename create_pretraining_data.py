@@ -6,7 +6,7 @@ and a blank line between documents (what split_text.py writes). Input file
 number i, in name order with numbers compared by value (wiki_2.txt before
 wiki_10.txt), becomes
 <output_dir>/<output_base_name>_<i>.tfrecord, in the pretraining schema of
-record_format.py.
+bert_distillation/record_format.py.
 
 The algorithm is the one of Google's BERT release: sentence-pair instances
 cut at sentence boundaries, a random B segment half of the time, 15% of the
@@ -35,10 +35,10 @@ import time
 from absl import flags
 from absl import logging
 
-import command_line
-import temporary_files
+from bert_distillation import command_line
+from bert_distillation import temporary_files
 import tokenization
-import worker_pool
+from bert_distillation import worker_pool
 
 # TensorFlow (record_format) takes seconds to import, so it is imported once
 # the flags and inputs have been checked; see import_tensorflow().
@@ -473,7 +473,7 @@ class ExampleSerializer(object):
   """
 
   def __init__(self, max_seq_length, max_predictions_per_seq):
-    import record_format  # pylint: disable=g-import-not-at-top
+    from bert_distillation import record_format  # pylint: disable=g-import-not-at-top
     self.max_seq_length = max_seq_length
     self.max_predictions_per_seq = max_predictions_per_seq
     self.example = record_format.make_pretraining_example(
@@ -687,7 +687,7 @@ def import_tensorflow():
   Done after the quick checks, so that a bad flag fails at once, and before
   the workers are forked, so that they share the loaded modules.
   """
-  importlib.import_module("record_format")
+  importlib.import_module("bert_distillation.record_format")
 
 
 def main(_):

@@ -3,7 +3,8 @@
 
 Run one process per GPU (or per CPU share) with mpirun or horovodrun. It takes
 every flag of network_distillation_single_machine_truncated.py, plus
---scale_learning_rate and --fp16_allreduce (horovod_training.py, shared with
+--scale_learning_rate and --fp16_allreduce
+ (bert_distillation/horovod_training.py, shared with
 run_classifier_distributed.py). What Horovod changes:
   * each rank reads its own shard of --input_file (whole files, or records
     when there are fewer files than ranks);
@@ -24,10 +25,10 @@ run_classifier_distributed.py). What Horovod changes:
 
 from absl import flags
 
-import command_line
-import horovod_training
+from bert_distillation import command_line
+from bert_distillation import horovod_training
 import network_distillation_single_machine_truncated as single
-import training_hooks
+from bert_distillation import training_hooks
 
 FLAGS = flags.FLAGS
 

@@ -18,7 +18,8 @@ With --soft_label_weight 0 --hard_label_weight 1 and plain pretraining
 records this is ordinary BERT pretraining.
 
 With --teacher_config_file and --teacher_checkpoint the teacher runs in the
-graph, frozen (teacher_graph.py): the soft masked-LM loss then uses its
+graph, frozen (bert_distillation/teacher_graph.py): the soft masked-LM loss
+then uses its
 exact full distribution at T, the records need no teacher labels, and the
 layer-wise losses become available:
   + hidden_loss_weight * hidden-state loss (--hidden_loss cosine | mse,
@@ -32,10 +33,12 @@ network_distillation_distributed_truncated.py runs this same code under
 Horovod; everything that differs between the two lives in a Distribution.
 
 This script keeps the flags, the model_fn and the run loop. The losses and
-metrics live in distillation.py, the student's initialisation from a teacher
-in student_init.py, the input pipeline and record checks in
-training_input.py, the hooks in training_hooks.py, and --use_xla's XLA
-compilation in xla_compile.py.
+metrics live in bert_distillation/distillation.py, the student's initialisation
+from a teacher
+in bert_distillation/student_init.py, the input pipeline and record checks in
+bert_distillation/training_input.py, the hooks in
+bert_distillation/training_hooks.py, and --use_xla's XLA
+compilation in bert_distillation/xla_compile.py.
 """
 
 import contextlib
@@ -46,20 +49,20 @@ import os
 from absl import flags
 import tensorflow as tf
 
-import command_line
-import distillation
-import estimator_training
+from bert_distillation import command_line
+from bert_distillation import distillation
+from bert_distillation import estimator_training
 import modeling
 import optimization
-import output_config
-import precision
-import record_format
-import student_init
-import teacher_graph
-import temporary_files
-import training_hooks
-import training_input
-import xla_compile
+from bert_distillation import output_config
+from bert_distillation import precision
+from bert_distillation import record_format
+from bert_distillation import student_init
+from bert_distillation import teacher_graph
+from bert_distillation import temporary_files
+from bert_distillation import training_hooks
+from bert_distillation import training_input
+from bert_distillation import xla_compile
 
 tf1 = tf.compat.v1
 
@@ -260,7 +263,7 @@ FLAGS = flags.FLAGS
 InputError = command_line.InputError
 
 
-# One process, or several under Horovod (horovod_training.py).
+# One process, or several under Horovod (bert_distillation/horovod_training.py).
 Distribution = estimator_training.Distribution
 
 

@@ -37,15 +37,15 @@ import time
 from absl import flags
 import tensorflow as tf
 
-import checkpoint_usage
-import command_line
-import distillation
+from bert_distillation import checkpoint_usage
+from bert_distillation import command_line
+from bert_distillation import distillation
 import modeling
-import output_config
-import precision
-import record_format
-import temporary_files
-import xla_compile
+from bert_distillation import output_config
+from bert_distillation import precision
+from bert_distillation import record_format
+from bert_distillation import temporary_files
+from bert_distillation import xla_compile
 
 tf1 = tf.compat.v1
 

@@ -8,12 +8,12 @@ training) with the top-level variables output_weights [num_labels, hidden]
 and output_bias [num_labels]; --do_eval writes eval_results.txt and
 --do_predict test_results.tsv (one row of class probabilities, or the score
 of a regression, per test example, in input order). The tasks and their
-file layouts are in classifier_data.py, the metrics in
-classifier_metrics.py.
+file layouts are in bert_distillation/classifier_data.py, the metrics in
+bert_distillation/classifier_metrics.py.
 
 Task distillation: with --teacher_config_file and --teacher_checkpoint (a
 run_classifier.py --output_dir fine-tuned on the same task) the teacher runs
-frozen in the same graph (teacher_graph.py) and the loss is
+frozen in the same graph (bert_distillation/teacher_graph.py) and the loss is
 
   soft_label_weight * T^2 * CE(teacher softmax at T, student softmax at T)
   + hard_label_weight * CE(label, student softmax)
@@ -39,20 +39,20 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-import classifier_data
-import classifier_metrics
-import classifier_model
-import command_line
-import estimator_training
+from bert_distillation import classifier_data
+from bert_distillation import classifier_metrics
+from bert_distillation import classifier_model
+from bert_distillation import command_line
+from bert_distillation import estimator_training
 import modeling
 import optimization
-import output_config
-import precision
-import student_init
-import teacher_graph
-import temporary_files
+from bert_distillation import output_config
+from bert_distillation import precision
+from bert_distillation import student_init
+from bert_distillation import teacher_graph
+from bert_distillation import temporary_files
 import tokenization
-import training_hooks
+from bert_distillation import training_hooks
 
 tf1 = tf.compat.v1
 
@@ -217,7 +217,7 @@ REQUIRED_FLAGS = ("data_dir", "task_name", "vocab_file", "bert_config_file",
 
 
 # ---------------------------------------------------------------------------
-# Model (the head and the losses are in classifier_model.py).
+# Model (the head and the losses are in bert_distillation/classifier_model.py).
 
 
 def init_from_checkpoint(init_checkpoint, layer_map, skip_mismatched):

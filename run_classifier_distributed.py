@@ -2,7 +2,8 @@
 """run_classifier.py under Horovod: one process per GPU (or CPU share).
 
 It takes every flag of run_classifier.py, plus --scale_learning_rate and
---fp16_allreduce (horovod_training.py, as for the stage-V distributed
+--fp16_allreduce (bert_distillation/horovod_training.py, as for the stage-V
+ distributed
 trainer). Each rank trains on its shard of the training examples; the
 gradients are averaged over the ranks; the steps (from --num_train_epochs
 or --num_train_steps) are divided by the number of ranks and the learning
@@ -14,10 +15,10 @@ evaluates and predicts; each teacher is read by every rank from
 
 from absl import flags
 
-import command_line
-import horovod_training
+from bert_distillation import command_line
+from bert_distillation import horovod_training
 import run_classifier
-import training_hooks
+from bert_distillation import training_hooks
 
 FLAGS = flags.FLAGS
 

@@ -25,8 +25,8 @@ import time
 
 from absl import flags
 
-import command_line
-import precision
+from bert_distillation import command_line
+from bert_distillation import precision
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -192,7 +192,7 @@ def copy_first_records(patterns, count, path):
   """Writes the first `count` records of the files matching `patterns`;
   returns how many there were."""
   import tensorflow as tf  # Only here: the demo itself runs scripts.
-  import record_format
+  from bert_distillation import record_format
   written = 0
   with tf.io.TFRecordWriter(path) as writer:
     for name in record_format.expand_input_files(patterns):

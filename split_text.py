@@ -17,8 +17,8 @@ import re
 from absl import flags
 from absl import logging
 
-import command_line
-import temporary_files
+from bert_distillation import command_line
+from bert_distillation import temporary_files
 
 flags.DEFINE_string("read_file", None, "The text file to split.")
 flags.DEFINE_integer("split_number", None,

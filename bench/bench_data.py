@@ -42,7 +42,7 @@ from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import command_line  # pylint: disable=g-import-not-at-top
+from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string(
     "reference_dir", None,

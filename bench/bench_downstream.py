@@ -47,11 +47,11 @@ import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import classifier_model  # pylint: disable=g-import-not-at-top
-import command_line  # pylint: disable=g-import-not-at-top
+from bert_distillation import classifier_model  # pylint: disable=g-import-not-at-top
+from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
-import precision  # pylint: disable=g-import-not-at-top
-import temporary_files  # pylint: disable=g-import-not-at-top
+from bert_distillation import precision  # pylint: disable=g-import-not-at-top
+from bert_distillation import temporary_files  # pylint: disable=g-import-not-at-top
 from bench_common import mean_sd  # pylint: disable=g-import-not-at-top
 from bench_common import run_logged  # pylint: disable=g-import-not-at-top
 

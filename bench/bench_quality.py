@@ -55,11 +55,11 @@ import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import command_line  # pylint: disable=g-import-not-at-top
+from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
 from bench_common import mean_sd  # pylint: disable=g-import-not-at-top
 from bench_common import run_logged  # pylint: disable=g-import-not-at-top
 import run_demo  # pylint: disable=g-import-not-at-top
-import temporary_files  # pylint: disable=g-import-not-at-top
+from bert_distillation import temporary_files  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_bool("quick", False,
                   "Smoke test: the demo's --tiny models, a few steps, 2 "

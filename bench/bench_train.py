@@ -50,10 +50,10 @@ import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import command_line  # pylint: disable=g-import-not-at-top
+from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
-import precision  # pylint: disable=g-import-not-at-top
-import record_format  # pylint: disable=g-import-not-at-top
+from bert_distillation import precision  # pylint: disable=g-import-not-at-top
+from bert_distillation import record_format  # pylint: disable=g-import-not-at-top
 import synthetic  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_integer("batch", 8, "Global batch size (sequences per step).")

@@ -31,8 +31,8 @@ import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import command_line  # pylint: disable=g-import-not-at-top
-import estimator_training  # pylint: disable=g-import-not-at-top
+from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
+from bert_distillation import estimator_training  # pylint: disable=g-import-not-at-top
 import network_distillation_single_machine_truncated as trainer  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("profile_output", None,

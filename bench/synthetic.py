@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import modeling
-import record_format
+from bert_distillation import record_format
 
 tf1 = tf.compat.v1
 

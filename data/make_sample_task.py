@@ -43,9 +43,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "extract_wikipedia_for_bert"))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import command_line
+from bert_distillation import command_line
 import extract_jsons
-import temporary_files
+from bert_distillation import temporary_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string("dump", None,

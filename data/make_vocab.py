@@ -19,7 +19,7 @@ import sys
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import command_line  # pylint: disable=g-import-not-at-top
+from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string("input_file", None, "Text, one sentence per line.")
 flags.DEFINE_string("output_file", None, "Where to write vocab.txt.")

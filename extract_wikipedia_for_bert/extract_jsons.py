@@ -35,12 +35,12 @@ import time
 from absl import flags
 from absl import logging
 
-# command_line.py lives at the repository root, one level up.
+# The bert_distillation package lives at the repository root, one level up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import command_line
-import temporary_files
-import worker_pool
+from bert_distillation import command_line
+from bert_distillation import temporary_files
+from bert_distillation import worker_pool
 from sentence_splitter import split_sentences
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -120,7 +120,7 @@ def write_random_pretraining_records(path, num_records, vocab_size,
   Token ids avoid the 5 special ids; position 0 is [CLS] (id 2).
   """
   import tensorflow as tf
-  import record_format
+  from bert_distillation import record_format
   rng = np.random.RandomState(seed)
   rows = []
   with tf.io.TFRecordWriter(path) as writer:

@@ -241,7 +241,7 @@ def test_command_line_turns_path_errors_into_one_line(tmp_path, errno_name,
                                                       message):
   program = (
       "import errno, os\n"
-      "import command_line\n"
+      "from bert_distillation import command_line\n"
       "def main(_):\n"
       "  code = getattr(errno, os.environ['ERRNO_NAME'])\n"
       "  raise OSError(code, os.strerror(code), '/data/out.tfrecord')\n"
@@ -260,7 +260,7 @@ def test_command_line_turns_path_errors_into_one_line(tmp_path, errno_name,
 def test_tensorflow_full_disk_error_is_one_line():
   """TFRecordWriter and GFile raise TensorFlow errors, not OSError."""
   program = (
-      "import command_line\n"
+      "from bert_distillation import command_line\n"
       "import tensorflow as tf\n"
       "def main(_):\n"
       "  raise tf.errors.ResourceExhaustedError(\n"
@@ -296,7 +296,7 @@ def test_output_file_that_is_a_directory_fails_before_labelling(
 
 def test_labels_next_run_removes_a_killed_runs_temporary(random_teacher,
                                                          tmp_path):
-  import temporary_files  # pylint: disable=g-import-not-at-top
+  from bert_distillation import temporary_files  # pylint: disable=g-import-not-at-top
   flags, records = random_teacher
   output_file = tmp_path / "labels.tfrecord"
   process = subprocess.Popen(["true"])

@@ -19,10 +19,10 @@ from safetensors.numpy import save_file
 import tensorflow as tf
 
 import conftest
-import checkpoint_conversion
+from bert_distillation import checkpoint_conversion
 import modeling
-import record_format
-import student_init
+from bert_distillation import record_format
+from bert_distillation import student_init
 from test_teacher_labels import save_random_teacher
 
 tf1 = tf.compat.v1

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import record_format
+from bert_distillation import record_format
 import tokenization
 from conftest import WORDS, run_script, write_vocab
 

@@ -10,7 +10,7 @@ import os
 import struct
 
 from conftest import run_script
-import precision
+from bert_distillation import precision
 
 STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
           "teacher_labels", "teacher_eval", "distilled_student",

@@ -21,12 +21,12 @@ import tensorflow as tf
 
 import conftest
 import modeling
-import record_format
-import distillation
+from bert_distillation import record_format
+from bert_distillation import distillation
 import network_distillation_single_machine_truncated as trainer
-import student_init
-import training_hooks
-import training_input
+from bert_distillation import student_init
+from bert_distillation import training_hooks
+from bert_distillation import training_input
 
 tf1 = tf.compat.v1
 

@@ -177,10 +177,14 @@ class ScriptFlags:
 
 
 def module_file(name, importer_dir):
-  """The project file of an imported module, or None for a library."""
-  top = name.split(".")[0]
+  """The project file of an imported module, or None for a library.
+
+  `name` is dotted: `modeling`, or `bert_distillation.record_format` for a
+  module of the package.
+  """
+  relative = name.replace(".", os.sep)
   for folder in (importer_dir, REPO):
-    candidate = os.path.join(folder, top + ".py")
+    candidate = os.path.join(folder, relative + ".py")
     if os.path.isfile(candidate):
       return candidate
   return None
@@ -217,9 +221,13 @@ def collect_python_flags(path, flags, seen):
         if imported:
           collect_python_flags(imported, flags, seen)
     elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-      imported = module_file(node.module, folder)
-      if imported:
-        collect_python_flags(imported, flags, seen)
+      # `from bert_distillation import x` imports the module x of the package.
+      candidates = [module_file(node.module, folder)] + [
+          module_file(node.module + "." + alias.name, folder)
+          for alias in node.names]
+      for imported in candidates:
+        if imported:
+          collect_python_flags(imported, flags, seen)
     elif isinstance(node, ast.Call):
       name = call_name(node)
       if name and name.startswith("DEFINE"):

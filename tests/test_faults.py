@@ -19,7 +19,7 @@ import pytest
 from conftest import CHILD_ENV, REPO, write_vocab
 from test_create_pretraining_data import write_corpus
 
-import temporary_files  # pylint: disable=g-bad-import-order
+from bert_distillation import temporary_files  # pylint: disable=g-bad-import-order
 
 CREATE = os.path.join(REPO, "create_pretraining_data.py")
 WRAPPER = os.path.join(REPO, "extract_wikipedia_for_bert",
@@ -293,7 +293,7 @@ def test_step_timeout_exit_removes_registered_temporaries(tmp_path):
   """The watchdog leaves by os._exit (no atexit); it cleans up first."""
   program = (
       "import sys, time\n"
-      "import temporary_files, training_hooks\n"
+      "from bert_distillation import temporary_files, training_hooks\n"
       "scratch = temporary_files.temporary_dir('distill_rank1', sys.argv[1])\n"
       "open(scratch + '/model.ckpt-1.index', 'w').close()\n"
       "training_hooks.Watchdog().watch(1, 'No training step finished in "
@@ -304,7 +304,7 @@ def test_step_timeout_exit_removes_registered_temporaries(tmp_path):
     _, stderr = finish(process, TIMEOUT)
   finally:
     kill_group(process)
-  import training_hooks  # pylint: disable=g-import-not-at-top
+  from bert_distillation import training_hooks  # pylint: disable=g-import-not-at-top
   assert process.returncode == training_hooks.TIMEOUT_EXIT_STATUS, stderr
   assert "No training step finished" in stderr
   assert os.listdir(str(tmp_path)) == []

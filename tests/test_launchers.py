@@ -334,7 +334,7 @@ def test_cluster_helpers_dry_run(tmp_path):
 def write_distillation_records(path, num_records, vocab_size, seed=0):
   """Writes records with inputs and random top-k teacher labels."""
   import tensorflow as tf
-  import record_format
+  from bert_distillation import record_format
   rows = conftest.write_random_pretraining_records(
       path + ".plain", num_records, vocab_size, MAX_SEQ_LENGTH,
       MAX_PREDICTIONS, seed)

@@ -14,7 +14,7 @@ from absl.testing import flagsaver
 import pytest
 import tensorflow as tf
 
-import checkpoint_conversion
+from bert_distillation import checkpoint_conversion
 import conftest
 import modeling
 import network_distillation_single_machine_truncated as trainer

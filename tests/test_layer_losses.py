@@ -1,4 +1,5 @@
-"""The layer-wise distillation losses (distillation.py) against numpy.
+"""The layer-wise distillation losses (bert_distillation/distillation.py)
+against numpy.
 
 Each loss and its gradient, on small random tensors with padding: the
 gradients are compared with central differences of the numpy formulas.
@@ -8,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import command_line
+from bert_distillation import command_line
 import conftest
-import distillation
+from bert_distillation import distillation
 import modeling
 
 tf1 = tf.compat.v1

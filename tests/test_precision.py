@@ -22,9 +22,9 @@ import tensorflow as tf
 import conftest
 import modeling
 import optimization
-import precision
-import record_format
-import xla_compile
+from bert_distillation import precision
+from bert_distillation import record_format
+from bert_distillation import xla_compile
 
 sys.path.insert(0, os.path.join(conftest.REPO, "bench"))
 import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -17,11 +17,11 @@ from safetensors.numpy import load_file
 import tensorflow as tf
 
 import conftest
-import checkpoint_conversion
-import classifier_data
-import classifier_metrics
-import classifier_model
-import teacher_graph
+from bert_distillation import checkpoint_conversion
+from bert_distillation import classifier_data
+from bert_distillation import classifier_metrics
+from bert_distillation import classifier_model
+from bert_distillation import teacher_graph
 import tokenization
 from test_convert_checkpoint import numpy_hf_forward
 

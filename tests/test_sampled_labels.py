@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 
 import conftest
-import distillation
-import record_format
-import training_input
+from bert_distillation import distillation
+from bert_distillation import record_format
+from bert_distillation import training_input
 from test_teacher_labels import PREDICTIONS
 from test_teacher_labels import SCRIPT
 from test_teacher_labels import SEQ_LENGTH

@@ -1,4 +1,5 @@
-"""Tests for teacher_graph.py: a frozen teacher in the student's graph.
+"""Tests for bert_distillation/teacher_graph.py: a frozen teacher in the
+student's graph.
 
 A tiny teacher checkpoint is written once; a tiny student learns to match
 the teacher's last hidden state under tf.estimator, as the trainers do.
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoint_usage
-import command_line
+from bert_distillation import checkpoint_usage
+from bert_distillation import command_line
 import conftest
 import modeling
-import teacher_graph
+from bert_distillation import teacher_graph
 
 tf1 = tf.compat.v1
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import conftest
 import modeling
-import record_format
+from bert_distillation import record_format
 
 tf1 = tf.compat.v1
 

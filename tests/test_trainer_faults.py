@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoint_conversion
+from bert_distillation import checkpoint_conversion
 import conftest
 import modeling
 import network_distillation_single_machine_truncated as trainer
-import record_format
-import student_init
-import training_input
+from bert_distillation import record_format
+from bert_distillation import student_init
+from bert_distillation import training_input
 # The module's shared tiny setup (a fixture and helpers, no tests).
 from test_distillation_trainer import (  # pylint: disable=unused-import
     MAX_PRED, MAX_SEQ, SCRIPT, TOP_K, data, horovod_env, mpirun_command,

@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 import conftest
-import distillation
+from bert_distillation import distillation
 import modeling
 import optimization
-import record_format
+from bert_distillation import record_format
 
 from conftest import REPO, run_script
 

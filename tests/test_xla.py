@@ -1,4 +1,5 @@
-"""--use_xla (xla_compile.py): the trainer compiles, and nothing else changes.
+"""--use_xla (bert_distillation/xla_compile.py): the trainer compiles, and
+nothing else changes.
 
 A compiled run is compared with the same run without XLA: the same seed, no
 dropout, the same records. XLA_FLAGS=--xla_dump_to makes XLA write every
@@ -19,10 +20,10 @@ import pytest
 import tensorflow as tf
 
 import conftest
-import estimator_training
+from bert_distillation import estimator_training
 import modeling
 import optimization
-import xla_compile
+from bert_distillation import xla_compile
 # The shared fixture and helpers of the trainer's tests.
 from test_distillation_trainer import (  # pylint: disable=unused-import
     SCRIPT, build_student, data, logged_losses, read_eval_results,

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import temporary_files
+from bert_distillation import temporary_files
 
 tf1 = tf.compat.v1
 

@@ -10,9 +10,9 @@ import stat
 
 import tensorflow as tf
 
-import command_line
-import distillation
-import record_format
+from bert_distillation import command_line
+from bert_distillation import distillation
+from bert_distillation import record_format
 
 tf1 = tf.compat.v1
 

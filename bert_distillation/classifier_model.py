@@ -16,9 +16,9 @@ over the examples that have a label (label_weights 1).
 
 import tensorflow as tf
 
-import distillation
+from bert_distillation import distillation
 import modeling
-import teacher_graph
+from bert_distillation import teacher_graph
 
 tf1 = tf.compat.v1
 

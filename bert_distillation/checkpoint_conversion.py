@@ -20,12 +20,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import classifier_data
-import checkpoint_usage
-import command_line
+from bert_distillation import classifier_data
+from bert_distillation import checkpoint_usage
+from bert_distillation import command_line
 import modeling
-import output_config
-import temporary_files
+from bert_distillation import output_config
+from bert_distillation import temporary_files
 import tokenization
 
 tf1 = tf.compat.v1

@@ -28,8 +28,8 @@ import contextlib
 
 import tensorflow as tf
 
-import checkpoint_usage
-import command_line
+from bert_distillation import checkpoint_usage
+from bert_distillation import command_line
 import modeling
 
 tf1 = tf.compat.v1

@@ -14,12 +14,12 @@ import os
 
 import tensorflow as tf
 
-import command_line
+from bert_distillation import command_line
 import modeling
-import student_init
-import temporary_files
-import training_hooks
-import xla_compile
+from bert_distillation import student_init
+from bert_distillation import temporary_files
+from bert_distillation import training_hooks
+from bert_distillation import xla_compile
 
 tf1 = tf.compat.v1
 
@@ -29,7 +29,8 @@ InputError = command_line.InputError
 class Distribution(object):
   """How this process takes part in training. The defaults: one process.
 
-  The Horovod wrappers (horovod_training.py) pass their own values.
+  The Horovod wrappers (bert_distillation/horovod_training.py) pass their own
+  values.
   Attributes:
     size: number of processes training together.
     rank: this process's index; rank 0 is the chief.

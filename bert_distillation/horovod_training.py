@@ -22,9 +22,9 @@ from absl import flags
 import horovod.tensorflow as hvd
 import tensorflow as tf
 
-import command_line
-import estimator_training
-import temporary_files
+from bert_distillation import command_line
+from bert_distillation import estimator_training
+from bert_distillation import temporary_files
 
 flags.DEFINE_bool(
     "scale_learning_rate", True,

@@ -3,7 +3,8 @@
 It also holds the estimator behind sampled labels (sampled_labels), which
 produce_teacher_labels.py runs and the "sampled" target reads, so that the
 two halves of that contract live and are tested together, and the
-layer-wise losses of a teacher run in the graph (teacher_graph.py): hidden
+layer-wise losses of a teacher run in the graph
+(bert_distillation/teacher_graph.py): hidden
 states, attention distributions and MiniLMv2's Q-Q/K-K/V-V relations.
 
 The trainers (network_distillation_*_truncated.py) build the student and call
@@ -18,8 +19,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-import command_line
-import record_format
+from bert_distillation import command_line
+from bert_distillation import record_format
 
 tf1 = tf.compat.v1
 
@@ -255,7 +256,8 @@ def soft_cross_entropy_from_logits(student_logits, teacher_logits,
 
 
 # ---------------------------------------------------------------------------
-# Layer-wise distillation: the teacher runs in the graph (teacher_graph.py).
+# Layer-wise distillation: the teacher runs in the graph
+# (bert_distillation/teacher_graph.py).
 
 # Variables that only layer-wise distillation trains (the hidden-state
 # projection). They are saved with the student, so that a run resumes, but

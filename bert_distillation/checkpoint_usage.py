@@ -13,7 +13,7 @@ import re
 
 import tensorflow as tf
 
-import command_line
+from bert_distillation import command_line
 
 InputError = command_line.InputError
 

@@ -8,8 +8,8 @@ import re
 
 import tensorflow as tf
 
-import checkpoint_usage
-import command_line
+from bert_distillation import checkpoint_usage
+from bert_distillation import command_line
 
 tf1 = tf.compat.v1
 

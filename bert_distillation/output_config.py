@@ -28,9 +28,9 @@ import os
 
 import tensorflow as tf
 
-import command_line
+from bert_distillation import command_line
 import modeling
-import temporary_files
+from bert_distillation import temporary_files
 
 tf1 = tf.compat.v1
 

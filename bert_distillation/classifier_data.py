@@ -29,7 +29,7 @@ import random
 import numpy as np
 import tensorflow as tf
 
-import command_line
+from bert_distillation import command_line
 
 InputError = command_line.InputError
 
@@ -48,7 +48,7 @@ Layout = collections.namedtuple(
 
 # A task: its layouts by split ("train", "dev", "test"), its fixed label
 # list (None: taken from train.tsv), whether it is a regression, and the
-# extra metrics of its evaluation (classifier_metrics.py).
+# extra metrics of its evaluation (bert_distillation/classifier_metrics.py).
 Task = collections.namedtuple("Task", "name layouts labels regression metrics")
 
 # An example: its texts, its label (a string; None when unknown), whether
