@@ -507,12 +507,11 @@ def check_flags():
   if FLAGS.soft_label_weight < 0 or FLAGS.hard_label_weight < 0:
     raise InputError("--soft_label_weight and --hard_label_weight must not be "
                      "negative")
-  if (FLAGS.do_train and FLAGS.soft_label_weight == 0 and
-      FLAGS.hard_label_weight == 0 and FLAGS.nsp_loss == "none"):
-    raise InputError(
-        "--soft_label_weight 0, --hard_label_weight 0 and --nsp_loss none "
-        "leave no loss to train on: the run would only copy its initial "
-        "weights. Give one of them a weight.")
+  if FLAGS.do_train:
+    distillation.check_some_loss([
+        ("--soft_label_weight 0", FLAGS.soft_label_weight > 0),
+        ("--hard_label_weight 0", FLAGS.hard_label_weight > 0),
+        ("--nsp_loss none", FLAGS.nsp_loss != "none")])
   if FLAGS.eval_every_steps and not (FLAGS.do_train and FLAGS.do_eval):
     raise InputError(
         "--eval_every_steps %d needs %s: it evaluates between chunks of "

@@ -43,6 +43,7 @@ from bert_distillation import classifier_data
 from bert_distillation import classifier_metrics
 from bert_distillation import classifier_model
 from bert_distillation import command_line
+from bert_distillation import distillation
 from bert_distillation import estimator_training
 import modeling
 import optimization
@@ -173,6 +174,12 @@ flags.DEFINE_string(
     "Task distillation: the teacher's checkpoint, its run_classifier.py "
     "--output_dir (latest checkpoint) or one model.ckpt-N.")
 
+flags.DEFINE_string(
+    "teacher_labels", None,
+    "Task distillation: the teacher's labels in its class-id order, "
+    "comma-separated (e.g. 'red,blue'), for a --teacher_checkpoint without "
+    "task.json. With one, they must agree. Mapped onto this run's order.")
+
 flags.DEFINE_float(
     "temperature", 1.0,
     "Softmax temperature T of the teacher and the student in the soft loss; "
@@ -206,8 +213,8 @@ FLAGS = flags.FLAGS
 InputError = command_line.InputError
 
 # Flags that only task distillation uses.
-TEACHER_ONLY_FLAGS = ("temperature", "soft_label_weight", "hard_label_weight",
-                      "transfer_file", "augment_factor")
+TEACHER_ONLY_FLAGS = ("teacher_labels", "temperature", "soft_label_weight",
+                      "hard_label_weight", "transfer_file", "augment_factor")
 
 PREDICTIONS_FILE = "test_results.tsv"
 
@@ -273,8 +280,9 @@ def model_fn_builder(bert_config, num_outputs, regression, init_checkpoint,
 
     teacher_output = None
     if teacher:
-      teacher_output = classifier_model.teacher_logits(teacher["config"], features, num_outputs,
-                                      compute_type)
+      teacher_output = classifier_model.teacher_logits(
+          teacher["config"], features, num_outputs, compute_type,
+          teacher["label_order"])
       # Every rank loads the teacher itself (its variables are local).
       teacher_graph.restore_teacher(teacher["checkpoint"])
     weights = {}
@@ -380,6 +388,10 @@ def check_flags():
   if FLAGS.soft_label_weight < 0 or FLAGS.hard_label_weight < 0:
     raise InputError("--soft_label_weight and --hard_label_weight must not be "
                      "negative")
+  if FLAGS.teacher_checkpoint:
+    distillation.check_some_loss([
+        ("--soft_label_weight 0", FLAGS.soft_label_weight > 0),
+        ("--hard_label_weight 0", FLAGS.hard_label_weight > 0)])
   if FLAGS.init_layer_map and not FLAGS.init_checkpoint:
     raise InputError("--init_layer_map needs --init_checkpoint (the teacher)")
   if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(
@@ -437,28 +449,45 @@ def load_teacher(bert_config, task, labels):
         "--teacher_checkpoint %s has no classifier (output_weights): the "
         "teacher must be a run_classifier.py --output_dir fine-tuned on "
         "--task_name %s" % (checkpoint, task.name))
-  saved = classifier_data.read_task_file(os.path.dirname(checkpoint))
-  if saved is not None and (saved.get("task_name") != task.name or
-                            saved["labels"] != list(labels)):
+  given = (classifier_data.parse_label_list(FLAGS.teacher_labels,
+                                            "--teacher_labels")
+           if FLAGS.teacher_labels else None)
+  teacher_labels = classifier_data.teacher_labels(
+      task, classifier_data.read_task_file(os.path.dirname(checkpoint)),
+      given, checkpoint, labels)
+  outputs = names["output_weights"][0]
+  if outputs != (1 if task.regression else len(teacher_labels)):
     raise InputError(
-        "--teacher_checkpoint %s was fine-tuned on --task_name %s with labels "
-        "%s, but this run has --task_name %s with labels %s" % (
-            checkpoint, saved.get("task_name"), saved["labels"], task.name,
-            list(labels)))
+        "--teacher_checkpoint %s has %d outputs, but its labels are %s" % (
+            checkpoint, outputs, ", ".join(teacher_labels) or
+            "a regression's one score"))
   return {"config": teacher_config, "checkpoint": checkpoint,
+          "label_order": (None if task.regression else
+                          classifier_data.label_order(teacher_labels, labels,
+                                                      checkpoint)),
           "temperature": FLAGS.temperature,
           "soft_weight": FLAGS.soft_label_weight,
           "hard_weight": FLAGS.hard_label_weight}
 
 
 def training_examples(task):
-  """train.tsv's examples, then the transfer rows, then augmented copies."""
+  """train.tsv's examples, then the transfer rows, then augmented copies.
+
+  The texts of every file must match train.tsv's (text_b or not), and the
+  training set must hold two labels or more and fit in the input graph.
+  """
   path = classifier_data.split_path(task, FLAGS.data_dir, "train")
   examples = classifier_data.read_examples(task, "train", path)
+  classifier_data.check_label_variety(examples)
   extra = []
   if FLAGS.transfer_file:
     extra += classifier_data.unlabelled(classifier_data.read_examples(
         task, "train", FLAGS.transfer_file, labelled=False))
+    classifier_data.check_same_texts(extra, examples[0].text_b is not None,
+                                     path)
+  classifier_data.check_training_size(len(examples), len(extra),
+                                      FLAGS.augment_factor,
+                                      FLAGS.max_seq_length)
   if FLAGS.augment_factor:
     extra += classifier_data.augment_examples(
         examples, FLAGS.augment_factor, FLAGS.random_seed or 0)
@@ -468,12 +497,12 @@ def training_examples(task):
   return examples, extra
 
 
-def write_task_file(output_dir, task, labels):
-  """Saves the task and its label list in output_dir (task.json)."""
+def write_task_file(output_dir, task, labels, pairs):
+  """Saves the task, its label list and text_b or not (task.json)."""
   estimator_training.write_atomically(
       os.path.join(output_dir, classifier_data.TASK_FILE),
-      json.dumps(classifier_data.task_description(task, labels), indent=2) +
-      "\n")
+      json.dumps(classifier_data.task_description(task, labels, pairs),
+                 indent=2) + "\n")
 
 
 def write_predictions(output_dir, logits, regression):
@@ -519,19 +548,31 @@ def run(distribution):
   layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
   init_checkpoint = (init_checkpoint_prefix(FLAGS.init_checkpoint)
                      if FLAGS.init_checkpoint else None)
+  # Before anything is written into --output_dir.
+  classifier_data.check_classifier_output_dir(FLAGS.output_dir)
+  if not FLAGS.do_train:
+    classifier_data.check_trained_classifier(FLAGS.output_dir,
+                                             init_checkpoint)
 
   train_examples, extra_examples = (training_examples(task) if FLAGS.do_train
                                     else (None, []))
   labels, labels_from = classifier_data.choose_labels(
       task, FLAGS.output_dir, train_examples)
+  # Whether the model reads text_b: train.tsv says, else the saved task.
+  pairs = (train_examples[0].text_b is not None if train_examples else
+           (classifier_data.saved_task(FLAGS.output_dir) or {}).get("pairs"))
+  pairs_from = (classifier_data.source_file(train_examples) if train_examples
+                else os.path.join(FLAGS.output_dir, classifier_data.TASK_FILE))
   teacher = load_teacher(bert_config, task, labels)
-  if (not FLAGS.do_train and not init_checkpoint and
-      not tf.train.latest_checkpoint(FLAGS.output_dir)):
-    raise InputError(
-        "--do_eval/--do_predict without --do_train use the latest checkpoint "
-        "in --output_dir, but %s holds none: train first, or pass "
-        "--init_checkpoint" % FLAGS.output_dir)
   num_outputs = 1 if task.regression else len(labels)
+
+  def split_examples(split, labelled=True):
+    examples = classifier_data.read_examples(
+        task, split, classifier_data.split_path(task, FLAGS.data_dir, split),
+        labelled=labelled)
+    if pairs is not None:
+      classifier_data.check_same_texts(examples, pairs, pairs_from)
+    return examples
 
   def split_arrays(examples):
     classifier_data.check_labels(examples, task, labels, labels_from)
@@ -540,22 +581,20 @@ def run(distribution):
 
   # Rank 0 evaluates and predicts; their files are checked before training.
   if FLAGS.do_eval and distribution.is_chief:
-    dev_arrays = split_arrays(classifier_data.read_examples(
-        task, "dev", classifier_data.split_path(task, FLAGS.data_dir, "dev")))
+    dev_arrays = split_arrays(split_examples("dev"))
   if FLAGS.do_predict and distribution.is_chief:
     test_arrays = classifier_data.features(
-        classifier_data.read_examples(
-            task, "test",
-            classifier_data.split_path(task, FLAGS.data_dir, "test"),
-            labelled=False),
-        tokenizer, FLAGS.max_seq_length, labels, task.regression)
+        split_examples("test", labelled=False), tokenizer,
+        FLAGS.max_seq_length, labels, task.regression)
 
   if distribution.is_chief:
     tf.io.gfile.makedirs(FLAGS.output_dir)
     temporary_files.remove_tensorflow_temporaries(FLAGS.output_dir)
-    if FLAGS.do_train and classifier_data.read_task_file(
-        FLAGS.output_dir) is None:
-      write_task_file(FLAGS.output_dir, task, labels)
+    # A task.json without a checkpoint is from a run that stopped before
+    # its first one: replaced, as the data may have been fixed since.
+    if FLAGS.do_train and not classifier_data.latest_checkpoint(
+        FLAGS.output_dir):
+      write_task_file(FLAGS.output_dir, task, labels, pairs)
   # Every rank checks; only rank 0, and only when training, writes it.
   output_config.save_or_check_config(
       FLAGS.output_dir, FLAGS.bert_config_file, "--bert_config_file",

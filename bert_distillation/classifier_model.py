@@ -45,14 +45,22 @@ def classifier_logits(pooled_output, num_outputs, is_training,
   return tf.nn.bias_add(logits, output_bias)
 
 
-def teacher_logits(teacher_config, features, num_outputs, compute_type):
-  """The frozen teacher's logits (no dropout), under tf.stop_gradient."""
+def teacher_logits(teacher_config, features, num_outputs, compute_type,
+                   label_order=None):
+  """The frozen teacher's logits (no dropout), under tf.stop_gradient.
+
+  label_order: the teacher's class id of each student class, when the two
+  order their labels differently (classifier_data.label_order); the logits
+  come out in the student's order.
+  """
   teacher = teacher_graph.build_teacher(
       teacher_config, features["input_ids"], features["input_mask"],
       features["segment_ids"], compute_type=compute_type)
   with teacher_graph.teacher_scope():
     logits = classifier_logits(teacher.get_pooled_output(), num_outputs,
                                False, teacher_config.initializer_range)
+  if label_order is not None:
+    logits = tf.gather(logits, label_order, axis=-1)
   return tf.stop_gradient(logits)
 
 

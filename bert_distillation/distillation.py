@@ -556,6 +556,21 @@ def weighted_layer_loss(options, losses):
                    if name in losses] or [tf.constant(0.0)])
 
 
+def check_some_loss(settings):
+  """Raises InputError when no loss term is on: the run would train nothing.
+
+  settings: [(the flag as given, e.g. "--soft_label_weight 0", whether its
+  term is on)], one per loss term of the trainer.
+  """
+  if any(active for _, active in settings):
+    return
+  given = [text for text, _ in settings]
+  raise command_line.InputError(
+      "%s and %s leave no loss to train on: the run would only copy its "
+      "initial weights. Give one of them a weight." % (", ".join(given[:-1]),
+                                                       given[-1]))
+
+
 class LossOptions(object):
   """The loss flags: temperature, kd_target, weights and nsp_loss.
 
