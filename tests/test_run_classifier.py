@@ -366,7 +366,7 @@ def test_fine_tuning_learns_the_task_and_predicts_in_order(task, teacher):
   assert results["loss"] == results["eval_loss"]
   with open(os.path.join(teacher, "task.json")) as f:
     assert json.load(f) == {"task_name": "tsv", "labels": ["blue", "red"],
-                            "regression": False}
+                            "regression": False, "pairs": False}
   probabilities = np.loadtxt(os.path.join(teacher, "test_results.tsv"))
   expected = [["blue", "red"].index(label)
               for _, label in task["splits"]["test"]]
@@ -428,6 +428,41 @@ def test_task_distillation_with_transfer_and_augmentation(task, teacher,
       name: hashlib.sha256(open(os.path.join(teacher, name),
                                 "rb").read()).hexdigest()
       for name in os.listdir(teacher)}
+
+
+def reordered_teacher(teacher, folder):
+  """The teacher with its two classes swapped (red is class 0), no task.json."""
+  reader = tf.train.load_checkpoint(teacher)
+  names = sorted(reader.get_variable_to_shape_map())
+  tensors = []
+  for name in names:
+    value = reader.get_tensor(name)
+    if name.split("/")[0] in ("output_weights", "output_bias"):
+      value = value[::-1]
+    tensors.append(value)
+  os.makedirs(folder)
+  prefix = os.path.join(folder, "model.ckpt-%d" % TRAIN_STEPS)
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                    shape_and_slices=[""] * len(names), tensors=tensors)
+  with open(os.path.join(folder, "checkpoint"), "w") as f:
+    f.write('model_checkpoint_path: "%s"\n' % os.path.basename(prefix))
+  shutil.copy(os.path.join(teacher, "bert_config.json"), folder)
+  return folder
+
+
+def test_a_teacher_of_another_label_order_is_mapped(task, teacher, tmp_path):
+  # The teacher's classes are red, blue; the student's (sorted) blue, red.
+  reordered = reordered_teacher(teacher, str(tmp_path / "teacher"))
+  encoder = str(tmp_path / "encoder" / "bert_model.ckpt")
+  strip_pooler(teacher, encoder)
+  output_dir = str(tmp_path / "student")
+  conftest.run_script("run_classifier.py", *classifier_args(
+      task, output_dir, "--do_train", "--do_eval", "--num_train_steps", "40",
+      "--init_checkpoint", os.path.dirname(encoder),
+      "--teacher_config_file", task["config"], "--teacher_checkpoint",
+      reordered, "--teacher_labels", "red,blue"))
+  # Soft labels only: an unmapped teacher would teach the inverse.
+  assert read_results(output_dir)["eval_accuracy"] >= 0.75
 
 
 def test_teacher_variables_stay_frozen_while_the_student_trains(task,
