@@ -12,8 +12,10 @@ file layouts are in bert_distillation/classifier_data.py, the metrics in
 bert_distillation/classifier_metrics.py.
 
 Task distillation: with --teacher_config_file and --teacher_checkpoint (a
-run_classifier.py --output_dir fine-tuned on the same task) the teacher runs
-frozen in the same graph (bert_distillation/teacher_graph.py) and the loss is
+run_classifier.py --output_dir fine-tuned on the same task; its class order
+from its task.json or --teacher_labels, mapped onto the student's) the
+teacher runs frozen in the same graph (bert_distillation/teacher_graph.py)
+and the loss is
 
   soft_label_weight * T^2 * CE(teacher softmax at T, student softmax at T)
   + hard_label_weight * CE(label, student softmax)
@@ -497,6 +499,22 @@ def training_examples(task):
   return examples, extra
 
 
+def model_reads_pairs(train_examples):
+  """(whether the model reads text_b or None if unknown, what says so).
+
+  The saved task.json says, when it does, and train.tsv (when read) must
+  agree with it; the other files are checked against the answer.
+  """
+  pairs = (classifier_data.saved_task(FLAGS.output_dir) or {}).get("pairs")
+  pairs_from = os.path.join(FLAGS.output_dir, classifier_data.TASK_FILE)
+  if not train_examples:
+    return pairs, pairs_from
+  if pairs is not None:
+    classifier_data.check_same_texts(train_examples, pairs, pairs_from)
+  return (train_examples[0].text_b is not None,
+          classifier_data.source_file(train_examples))
+
+
 def write_task_file(output_dir, task, labels, pairs):
   """Saves the task, its label list and text_b or not (task.json)."""
   estimator_training.write_atomically(
@@ -558,11 +576,7 @@ def run(distribution):
                                     else (None, []))
   labels, labels_from = classifier_data.choose_labels(
       task, FLAGS.output_dir, train_examples)
-  # Whether the model reads text_b: train.tsv says, else the saved task.
-  pairs = (train_examples[0].text_b is not None if train_examples else
-           (classifier_data.saved_task(FLAGS.output_dir) or {}).get("pairs"))
-  pairs_from = (classifier_data.source_file(train_examples) if train_examples
-                else os.path.join(FLAGS.output_dir, classifier_data.TASK_FILE))
+  pairs, pairs_from = model_reads_pairs(train_examples)
   teacher = load_teacher(bert_config, task, labels)
   num_outputs = 1 if task.regression else len(labels)
 

@@ -6,13 +6,17 @@ files as GLUE distributes them (the column layouts are in TASKS below);
 `tsv` reads train.tsv, dev.tsv and test.tsv with a header row naming the
 columns text_a, optional text_b, and label (any strings).
 
-Every row must have as many fields as the file's header (or as the
-headerless CoLA layout); a row that does not, a label outside the task's
-label list, or a split without examples is one InputError naming the file
-(and line). The label list of a task without a fixed one (tsv) is the sorted
-set of train.tsv's labels; run_classifier.py saves it in --output_dir
-(task.json) so that evaluation, prediction and a resumed run use the same
-ids.
+Files are UTF-8 (a byte order mark is dropped; lines end in \n, \r\n or
+\r). Every row must have as many fields as the file's header (or as the
+headerless CoLA layout), a GLUE header must name the columns read at their
+places, a tsv header may name text_a, text_b and label once each, and labels
+lose surrounding whitespace and must not be empty; anything else, a label
+outside the task's label list, or a split without examples is one
+InputError naming the file (and line). The label list of a task without a
+fixed one (tsv) is the sorted set of train.tsv's labels; run_classifier.py
+saves it in --output_dir (task.json) so that evaluation, prediction and a
+resumed run use the same ids. A task.json counts only beside a checkpoint
+(saved_task): task state without a model is not state.
 
 Augmentation (augment_examples) follows Tang et al. (2019, "Distilling
 Task-Specific Knowledge from BERT into Simple Neural Networks"): each word
