@@ -269,7 +269,7 @@ def script_args(task, output_dir, *extra):
           "--train_batch_size", "4", "--random_seed", "1"] + list(extra)
 
 
-def test_script_replaces_stale_task_json_and_writes_nothing_it_refuses(
+def test_script_task_json_pairs_and_refused_output_dir(
     colour_task, tmp_path):
   # A stage-V output folder: refused, and left as it was.
   stage5 = tmp_path / "stage5"
@@ -291,4 +291,15 @@ def test_script_replaces_stale_task_json_and_writes_nothing_it_refuses(
     assert json.load(f) == {"task_name": "tsv", "labels": ["blue", "red"],
                             "regression": False, "pairs": False}
   assert tf.train.list_variables(str(output_dir))
-  shutil.rmtree(str(output_dir))
+  # A dev.tsv with pairs, for a model trained on single sentences.
+  data_dir = tmp_path / "pairs"
+  shutil.copytree(colour_task["data_dir"], str(data_dir))
+  write_lines(data_dir / "dev.tsv", ["text_a\ttext_b\tlabel", "red\triver\tred"])
+  args = script_args(colour_task, str(output_dir), "--do_eval")
+  args[args.index("--data_dir") + 1] = str(data_dir)
+  result = conftest.run_script("run_classifier.py", *args, check=False)
+  assert result.stderr.strip().splitlines()[-1] == (
+      "ERROR: %s has a text_b column but %s has none: the model would read "
+      "sentence pairs it was not trained on (or lose half of each pair). Give "
+      "every file of the task a text_b column, or none." % (
+          data_dir / "dev.tsv", output_dir / "task.json"))
