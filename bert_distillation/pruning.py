@@ -148,7 +148,7 @@ def check_layer_map(layer_map, teacher, student, flag="--layer_map"):
 # Measuring importance.
 
 
-def _inner_tensors(graph, model, layers):
+def _inner_tensors(graph, model_scope, layers):
   """Per layer: (head contexts, GELU outputs, attention LayerNorm output).
 
   Read off the graph that modeling.py builds (fp32: no casts between), as
@@ -156,7 +156,7 @@ def _inner_tensors(graph, model, layers):
   """
   found = []
   for layer in range(layers):
-    scope = "%s/encoder/layer_%d/" % (model, layer)
+    scope = "%s/encoder/layer_%d/" % (model_scope, layer)
     found.append(tuple(
         graph.get_operation_by_name(scope + name + "/MatMul").inputs[0]
         for name in ("attention/output/dense", "output/dense",
@@ -207,7 +207,7 @@ def measure_importance(config, tensors, arrays, batch_size):
   seq_length = arrays["input_ids"].shape[1]
   with tf.Graph().as_default() as graph:
     inputs = {name: tf1.placeholder(tf.int32, [None, seq_length], name=name)
-              for name in ("input_ids", "input_mask", "segment_ids")}
+              for name in INPUT_NAMES}
     model = modeling.BertModel(
         config=config, is_training=False, input_ids=inputs["input_ids"],
         input_mask=inputs["input_mask"],
