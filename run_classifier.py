@@ -402,19 +402,6 @@ def check_flags():
                      FLAGS.output_dir)
 
 
-def init_checkpoint_prefix(path):
-  """The checkpoint --init_checkpoint names: a prefix or a folder.
-
-  A folder gives its latest checkpoint (a trainer's --output_dir) or its
-  bert_model.ckpt (a Google release, a converted Hugging Face model).
-  """
-  release = os.path.join(path, "bert_model.ckpt")
-  if (tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path) and
-      tf.io.gfile.exists(release + ".index")):
-    return release
-  return teacher_graph.resolve_checkpoint(path, "--init_checkpoint")
-
-
 def load_tokenizer(bert_config):
   """The FullTokenizer of --vocab_file, checked against the config."""
   try:
@@ -564,7 +551,8 @@ def run(distribution):
                                                     FLAGS.max_seq_length)
   tokenizer = load_tokenizer(bert_config)
   layer_map = student_init.parse_layer_map(FLAGS.init_layer_map)
-  init_checkpoint = (init_checkpoint_prefix(FLAGS.init_checkpoint)
+  init_checkpoint = (teacher_graph.resolve_checkpoint(FLAGS.init_checkpoint,
+                                                      "--init_checkpoint")
                      if FLAGS.init_checkpoint else None)
   # Before anything is written into --output_dir.
   classifier_data.check_classifier_output_dir(FLAGS.output_dir)

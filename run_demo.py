@@ -82,7 +82,12 @@ SETTINGS = {
         downstream=dict(max_seq_length=24, steps=150, batch=32,
                         learning_rate=2e-4, temperature=2.0,
                         soft_label_weight=1.0, hard_label_weight=0.5,
-                        random_seed=1)),
+                        random_seed=1),
+        # Narrower than the teacher (2 of its 4 heads of 64): cut out of the
+        # fine-tuned teacher by prune_checkpoint.py, against a random twin.
+        narrow_student=dict(hidden_size=128, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=512),
+        calibration_examples=256),
     "tiny": dict(
         split_number=3, max_seq_length=32, max_predictions_per_seq=5,
         dupe_factor=1,
@@ -99,7 +104,10 @@ SETTINGS = {
         downstream=dict(max_seq_length=16, steps=4, batch=8,
                         learning_rate=1e-3, temperature=2.0,
                         soft_label_weight=1.0, hard_label_weight=0.5,
-                        random_seed=1)),
+                        random_seed=1),
+        narrow_student=dict(hidden_size=16, num_hidden_layers=1,
+                            num_attention_heads=1, intermediate_size=32),
+        calibration_examples=16),
 }
 
 STAGE_SECONDS = {}
@@ -110,6 +118,16 @@ MODELS = ("teacher", "distilled_student", "init_only_student",
 # The downstream step's rows: each model fine-tuned, then the distilled
 # student task-distilled from the fine-tuned teacher.
 DOWNSTREAM_MODELS = MODELS + ("task_distilled_student",)
+# Both task-distilled from the fine-tuned teacher, of one narrower shape.
+NARROW_MODELS = ("pruned_student", "narrow_random_student")
+# (a, b) pairs whose test accuracy difference the report weighs against
+# the test set's noise.
+COMPARISONS = (("distilled_student", "scratch_student"),
+               ("task_distilled_student", "distilled_student"),
+               ("pruned_student", "narrow_random_student"),
+               ("teacher", "pruned_student"))
+# z of a two-sided 95% normal interval.
+Z_95 = 1.96
 
 
 def run_stage(stage, command, env=None):
@@ -385,12 +403,15 @@ def prepare_teacher(out, settings, dump, vocab_file, num_workers,
 
 def classifier_command(settings, data_dir, vocab_file, config,
                        init_checkpoint, output_dir, extra=()):
-  """Builds a run_classifier.py command line for the demo's task."""
+  """Builds a run_classifier.py command line for the demo's task.
+
+  init_checkpoint None: the model starts from random weights.
+  """
   task = settings["downstream"]
+  init = ["--init_checkpoint", init_checkpoint] if init_checkpoint else []
   return [sys.executable, "run_classifier.py", "--task_name", "tsv",
           "--data_dir", data_dir, "--vocab_file", vocab_file,
-          "--do_lower_case", "True", "--bert_config_file", config,
-          "--init_checkpoint", init_checkpoint,
+          "--do_lower_case", "True", "--bert_config_file", config] + init + [
           "--max_seq_length", task["max_seq_length"],
           "--do_train", "True", "--do_eval", "True", "--do_predict", "True",
           "--train_batch_size", task["batch"], "--eval_batch_size", 64,
@@ -431,14 +452,48 @@ def run_downstream(out, settings, dump, vocab_file, teacher_checkpoint,
           "--soft_label_weight", task["soft_label_weight"],
           "--hard_label_weight", task["hard_label_weight"]]),
   }
+  runs.update(narrow_runs(out, settings, vocab_file, runs[
+      "task_distilled_student"][2]))
   done = {}
-  for name in DOWNSTREAM_MODELS:
+
+  def train(name):
     config, init_checkpoint, extra = runs[name]
     seconds = run_stage("downstream", classifier_command(
         settings, path("task"), vocab_file, config, init_checkpoint,
         path("downstream", name), extra + precision_flags))
-    done[name] = (os.path.relpath(init_checkpoint, out), seconds)
+    done[name] = (os.path.relpath(init_checkpoint, out) if init_checkpoint
+                  else "random", seconds)
+
+  for name in DOWNSTREAM_MODELS:
+    train(name)
+  # The narrow student is cut out of the teacher fine-tuned above, its
+  # units scored on the task's training sentences.
+  run_stage("prune", [
+      sys.executable, "prune_checkpoint.py",
+      "--bert_config_file", teacher_config,
+      "--init_checkpoint", path("downstream", "teacher"),
+      "--student_config_file", runs["pruned_student"][0],
+      "--output_dir", path("pruned_student"), "--task_name", "tsv",
+      "--data_dir", path("task"), "--vocab_file", vocab_file,
+      "--max_seq_length", task["max_seq_length"],
+      "--num_calibration_examples", settings["calibration_examples"]])
+  for name in NARROW_MODELS:
+    train(name)
   return done
+
+
+def narrow_runs(out, settings, vocab_file, teacher_flags):
+  """(config, init checkpoint, extra flags) of the narrow students.
+
+  Writes their config; both learn from the fine-tuned teacher
+  (teacher_flags), one from the pruned checkpoint, one from random weights.
+  """
+  config = os.path.join(out, "narrow_student_config.json")
+  write_bert_config(config, count_lines(vocab_file),
+                    settings["narrow_student"], settings["max_seq_length"])
+  return {"pruned_student": (config, os.path.join(out, "pruned_student"),
+                             teacher_flags),
+          "narrow_random_student": (config, None, teacher_flags)}
 
 
 def read_tsv_column(path, column):
@@ -516,15 +571,48 @@ def downstream_markdown(settings, task, rows):
           recipe["steps"], recipe["batch"], recipe["max_seq_length"],
           recipe["learning_rate"], recipe["temperature"],
           recipe["soft_label_weight"], recipe["hard_label_weight"]), "",
-      "| model | starts from | params | dev accuracy | test accuracy | "
-      "steps | train seq/s | seconds |",
+      "%s and %s, %s wide (`%s`), are task-distilled the same way from "
+      "the fine-tuned teacher: the first starts from a checkpoint that "
+      "`prune_checkpoint.py` cut out of that teacher (its units scored on "
+      "the training sentences), its twin from random weights." % (
+          NARROW_MODELS[0], NARROW_MODELS[1],
+          settings["narrow_student"]["hidden_size"],
+          json.dumps(settings["narrow_student"], sort_keys=True)), "",
+      "| model | starts from | params | dev accuracy | test accuracy "
+      "(95% interval) | steps | train seq/s | seconds |",
       "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for name, row in rows.items():
-    lines.append("| %s | `%s` | %s | %.4f | %.4f | %d | %.1f | %.1f |" % (
-        name, row["init_checkpoint"], "{:,}".format(row["params"]),
-        row["eval_accuracy"], row["test_accuracy"], row["steps"],
-        row["train_seq_per_s"], row["seconds"]))
+    lines.append("| %s | `%s` | %s | %.4f | %.4f ± %.4f | %d | %.1f | %.1f |"
+                 % (name, row["init_checkpoint"], "{:,}".format(row["params"]),
+                    row["eval_accuracy"], row["test_accuracy"],
+                    binomial_half_width([row["test_accuracy"]], task["test"]),
+                    row["steps"], row["train_seq_per_s"], row["seconds"]))
+  lines += ["", "On %d test sentences an accuracy is known to ± %.4f at "
+            "most (binomial, 95%%, normal approximation). A difference is "
+            "beyond the noise when it exceeds 1.96 times the sd of the "
+            "difference of two independent accuracies (conservative: the "
+            "models share the test set):" % (
+                task["test"], binomial_half_width([0.5], task["test"])), ""]
+  for first, second in COMPARISONS:
+    difference = rows[first]["test_accuracy"] - rows[second]["test_accuracy"]
+    half_width = binomial_half_width(
+        [rows[first]["test_accuracy"], rows[second]["test_accuracy"]],
+        task["test"])
+    lines.append("- %s minus %s: %+.4f ± %.4f, %s." % (
+        first, second, difference, half_width,
+        "beyond the noise" if abs(difference) > half_width
+        else "within the noise"))
   return lines + [""]
+
+
+def binomial_half_width(accuracies, count):
+  """Half the 95% interval of one accuracy, or of a difference of several.
+
+  Each accuracy is a binomial proportion over `count` examples; the
+  variances of independent ones add.
+  """
+  variance = sum(p * (1.0 - p) / count for p in accuracies)
+  return Z_95 * variance ** 0.5
 
 
 def main(_):

@@ -548,7 +548,7 @@ def write_json(path, value):
 
 
 def write_google(folder, config, tensors, vocab_file):
-  """Writes bert_config.json, bert_model.ckpt.* and vocab.txt."""
+  """Writes bert_config.json, bert_model.ckpt.* and vocab.txt (if given)."""
   write_json(os.path.join(folder, "bert_config.json"),
              {key: config[key] for key in GOOGLE_CONFIG_KEYS})
   names = sorted(tensors)
@@ -557,7 +557,8 @@ def write_google(folder, config, tensors, vocab_file):
   tf.raw_ops.SaveV2(prefix=os.path.join(folder, "bert_model.ckpt"),
                     tensor_names=names, shape_and_slices=[""] * len(names),
                     tensors=[tensors[name] for name in names])
-  shutil.copyfile(vocab_file, os.path.join(folder, "vocab.txt"))
+  if vocab_file:
+    shutil.copyfile(vocab_file, os.path.join(folder, "vocab.txt"))
 
 
 def hf_architecture(tensors):

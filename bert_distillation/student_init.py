@@ -19,15 +19,15 @@ InputError = command_line.InputError
 OPTIMIZER_SLOT_SUFFIXES = ("/adam_m", "/adam_v")
 
 
-def parse_layer_map(text):
-  """Parses --init_layer_map ("0,2,4") into a list of ints ([] if empty)."""
+def parse_layer_map(text, flag_name="--init_layer_map"):
+  """Parses a layer map flag ("0,2,4") into a list of ints ([] if empty)."""
   if not text.strip():
     return []
   try:
     return [int(part) for part in text.split(",")]
   except ValueError:
-    raise InputError("--init_layer_map must be comma-separated integers, got "
-                     "%r" % text)
+    raise InputError("%s must be comma-separated integers, got %r" % (
+        flag_name, text)) from None
 
 
 def checkpoint_name_for(student_name, layer_map):

@@ -25,6 +25,7 @@ is built through the teacher.
 """
 
 import contextlib
+import os
 
 import tensorflow as tf
 
@@ -38,6 +39,9 @@ InputError = command_line.InputError
 
 # The collection that holds every teacher variable (besides LOCAL_VARIABLES).
 TEACHER_VARIABLES = "teacher_variables"
+
+# The checkpoint of a Google release folder.
+RELEASE_CHECKPOINT = "bert_model.ckpt"
 
 # How many names an error line lists before "... and N more".
 _SHOWN_NAMES = 8
@@ -85,16 +89,24 @@ def teacher_variables(scope="teacher"):
 
 
 def resolve_checkpoint(path, flag_name):
-  """A checkpoint prefix from a prefix or a folder (its latest checkpoint).
+  """A checkpoint prefix from a prefix or a folder.
+
+  A folder gives its latest checkpoint (a trainer's --output_dir) or its
+  bert_model.ckpt (a Google release, a converted Hugging Face model, a
+  prune_checkpoint.py output).
 
   Raises:
     InputError: naming flag_name, when path is neither.
   """
   if tf.io.gfile.isdir(path):
     latest = tf.train.latest_checkpoint(path)
+    release = os.path.join(path, RELEASE_CHECKPOINT)
+    if not latest and tf.io.gfile.exists(release + ".index"):
+      return release
     if not latest:
       raise InputError("%s %s is a folder without a checkpoint (no "
-                       "'checkpoint' file naming one)" % (flag_name, path))
+                       "'checkpoint' file naming one, no %s)" % (
+                           flag_name, path, RELEASE_CHECKPOINT))
     return latest
   if not tf.io.gfile.exists(path + ".index"):
     raise InputError("%s %s is not a checkpoint (no %s.index, nor a folder "

@@ -16,10 +16,12 @@ STAGES = ("extract", "split", "create_pretraining_data", "teacher_pretraining",
           "teacher_labels", "teacher_eval", "distilled_student",
           "init_only_student", "scratch_student", "export_student",
           "distributed_distillation", "downstream_task", "downstream",
-          "report")
+          "prune", "report")
 MODELS = ("teacher", "distilled_student", "init_only_student",
           "scratch_student")
 DOWNSTREAM_MODELS = MODELS + ("task_distilled_student",)
+# Narrower than the teacher, task-distilled: pruned from it, or random.
+NARROW_MODELS = ("pruned_student", "narrow_random_student")
 DOWNSTREAM_KEYS = ("eval_accuracy", "eval_loss", "test_accuracy", "steps",
                    "params", "train_seq_per_s", "seconds", "init_checkpoint")
 # The kinds of article that data/make_sample_dump.py writes.
@@ -64,9 +66,10 @@ def check_downstream(out, report, stdout):
   assert 0 < task["test_majority_accuracy"] < 1
 
   rows = report["downstream"]
-  assert sorted(rows) == sorted(DOWNSTREAM_MODELS), sorted(rows)
+  assert sorted(rows) == sorted(DOWNSTREAM_MODELS + NARROW_MODELS), sorted(
+      rows)
   steps = report["settings"]["downstream"]["steps"]
-  for name in DOWNSTREAM_MODELS:
+  for name in DOWNSTREAM_MODELS + NARROW_MODELS:
     row = rows[name]
     assert set(DOWNSTREAM_KEYS) <= set(row), (name, row)
     assert 0.0 <= row["eval_accuracy"] <= 1.0, (name, row)
@@ -88,6 +91,14 @@ def check_downstream(out, report, stdout):
   student_params = {rows[name]["params"] for name in DOWNSTREAM_MODELS[1:]}
   assert len(student_params) == 1
   assert student_params.pop() < rows["teacher"]["params"]
+  # The narrow pair: one shape, narrower than the students; one starts
+  # from the checkpoint pruned out of the fine-tuned teacher.
+  assert rows["pruned_student"]["params"] == rows["narrow_random_student"][
+      "params"] < rows["distilled_student"]["params"]
+  assert rows["pruned_student"]["init_checkpoint"] == "pruned_student"
+  assert rows["narrow_random_student"]["init_checkpoint"] == "random"
+  assert "prune_checkpoint.py" in stdout
+  assert (out / "pruned_student" / "task.json").exists()
 
 
 def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
@@ -147,8 +158,12 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   check_downstream(out, report, result.stdout)
   downstream_section = markdown.split("## Downstream task")[1].split(
       "## Stage wall times")[0]
-  for model in DOWNSTREAM_MODELS:
+  for model in DOWNSTREAM_MODELS + NARROW_MODELS:
     assert "| %s |" % model in downstream_section, model
+  # Each comparison is weighed against the test set's noise.
+  assert "- pruned_student minus narrow_random_student: " in (
+      downstream_section)
+  assert downstream_section.count("the noise.") == 4
   # bf16 where the CPU runs it fast, and the report says which.
   expected = ("fp32" if precision.hardware_warning(
       "bf16", precision.cpu_flags(), []) else "bf16")
