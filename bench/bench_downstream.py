@@ -243,8 +243,12 @@ class Bench(object):
   def path(self, *parts):
     return os.path.join(self.work_dir, *parts)
 
-  def classifier(self, name, config, steps, seed, extra=()):
-    """Trains and evaluates one model; returns (accuracy, params, seconds)."""
+  def classifier(self, name, config, steps, seed, extra=(),
+                 keep_checkpoints=False):
+    """Trains and evaluates one model; returns (accuracy, params, seconds).
+
+    Only the teacher's checkpoints are kept, unless keep_checkpoints.
+    """
     output_dir = self.path(name)
     shutil.rmtree(output_dir, ignore_errors=True)
     seconds = run_logged(
@@ -265,7 +269,7 @@ class Bench(object):
       params = json.load(f)["params"]
     # Keep the folder small: the checkpoints are not needed afterwards,
     # except the teacher's.
-    if name != "teacher":
+    if name != "teacher" and not keep_checkpoints:
       for checkpoint in glob.glob(os.path.join(output_dir, "model.ckpt-*")):
         os.remove(checkpoint)
     return results["eval_accuracy"], params, seconds

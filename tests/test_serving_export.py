@@ -164,7 +164,7 @@ def test_truncated_lengths_follow_truncate_pair():
                                                       len(tokens_b))
 
 
-def test_a_whole_word_mask_is_where_run_classifier_differs(trained):
+def test_where_the_graph_tokenizer_differs(trained):
   # run_classifier.py keeps a word that is exactly [MASK] whole (its
   # augmentation writes it); FullTokenizer and the export split it.
   tokenizer = tokenization.FullTokenizer(trained["vocab"], True)
@@ -174,6 +174,12 @@ def test_a_whole_word_mask_is_where_run_classifier_differs(trained):
       tokenizer.tokenize("the [MASK] town")) + [tokenizer.vocab["[SEP]"]])
   assert list(got.numpy()) == ids
   assert ids != full_tokenizer_ids(tokenizer, "the [MASK] town", None, SEQ)[0]
+  # Bytes that are not UTF-8: FullTokenizer drops them, the graph makes
+  # their word [UNK].
+  got = graph_tokenizer(tf.constant([b"the \xff river"]))["input_ids"][0]
+  assert tokenizer.tokenize(b"the \xff river") == ["the", "river"]
+  assert list(got.numpy()) == [tokenizer.vocab[token] for token in (
+      "[CLS]", "the", "[UNK]", "river", "[SEP]")]
 
 
 def test_saved_model_pair_signature(trained, tmp_path):
