@@ -258,15 +258,7 @@ def main(_):
   with open(texts_path, "w") as f:
     json.dump(texts, f)
 
-  bench.pretrained = bench.path("teacher_pretrained")
-  run_logged([sys.executable, os.path.join(REPO, "convert_checkpoint.py"),
-              "--from", "huggingface", "--to", "google", "--input_dir",
-              hf_teacher, "--output_dir", bench.pretrained],
-             bench.path("convert.log"))
-  bench.teacher_config = os.path.join(bench.pretrained, "bert_config.json")
-  bench.vocab = os.path.join(bench.pretrained, "vocab.txt")
-  bench.configs = bench_downstream.student_configs(bench.teacher_config,
-                                                   FLAGS.work_dir)
+  bench.convert_teacher(hf_teacher)
   models = make_models(bench, quick)
 
   results = {"quick": quick, "test_reviews": len(texts),
