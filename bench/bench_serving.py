@@ -52,7 +52,8 @@ flags.DEFINE_string(
     "best of the small-students bench), copied and measured. Default: a "
     "3-layer student task-distilled here as bench_downstream.py makes "
     "s3_distill.")
-flags.DEFINE_integer("warmup", 20, "Untimed requests before timing (--quick: 3).")
+flags.DEFINE_integer("warmup", 20,
+                     "Untimed requests before timing (--quick: 3).")
 flags.DEFINE_list("threads", ["1", "2"], "Thread counts of the latency runs.")
 
 FLAGS = flags.FLAGS
@@ -288,7 +289,8 @@ def main(_):
         spec = {"format": fmt, "folder": folder, "threads": int(count),
                 "texts": texts_path, "warmup": warmup,
                 "batch": count == FLAGS.threads[-1]}
-        measured = serving_latency.run_measurement(spec, folder + "_%st.log" % count)
+        measured = serving_latency.run_measurement(
+            spec, folder + "_%st.log" % count)
         row["latency"][count] = {key: measured[key]
                                  for key in ("p50_ms", "p99_ms")}
         if count == FLAGS.threads[0]:

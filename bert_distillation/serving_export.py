@@ -169,7 +169,7 @@ def keep_first(tokens, lengths):
 
 
 def encoder_function(bert_config, tensors, num_outputs):
-  """modeling.py's graph as a function of the ids, with the checkpoint's weights.
+  """modeling.py's graph as a function of the ids, holding the weights.
 
   A tf.compat.v1.wrap_function of int32 input_ids, input_mask, segment_ids
   [batch, length] returning {"logits"} (num_outputs classes: the
