@@ -1,7 +1,7 @@
 """Tests for the serving exports: SavedModel on raw text, TFLite fp32/int8.
 
-One tiny classifier (the colour task of test_run_classifier.py, a few
-steps) is trained and predicted by run_classifier.py once; each export is
+One tiny classifier (the colour task of test_run_classifier.py, 5 steps)
+is trained and predicted by run_classifier.py once; each export is
 compared with its test_results.tsv, the in-graph tokenizer with
 tokenization.FullTokenizer, and the SavedModel is loaded by a Python that
 cannot import this repository.
@@ -9,7 +9,6 @@ cannot import this repository.
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from bert_distillation import command_line
 from bert_distillation import serving_export
 import modeling
 import tokenization
-from test_run_classifier import colour_row
-from test_run_classifier import write_tsv
+# The colour task of test_run_classifier.py (a module-scoped fixture).
+from test_run_classifier import task  # pylint: disable=unused-import
 
 tf1 = tf.compat.v1
 
@@ -61,30 +60,18 @@ def padded(rows):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A run_classifier.py --output_dir (a few steps) and its task files."""
-  folder = tmp_path_factory.mktemp("serving")
-  vocab_file = str(folder / "vocab.txt")
-  tokens = conftest.write_vocab(vocab_file)
-  config = str(folder / "bert_config.json")
-  conftest.write_config(config, vocab_size=len(tokens))
-  data_dir = folder / "data"
-  data_dir.mkdir()
-  rng = random.Random(0)
-  texts = {}
-  for split, count in (("train", 64), ("test", 16)):
-    rows = [list(colour_row(rng)) for _ in range(count)]
-    texts[split] = [row[0] for row in rows]
-    write_tsv(str(data_dir / ("%s.tsv" % split)), ["text_a", "label"], rows)
-  output_dir = str(folder / "classifier")
+def trained(task):  # pylint: disable=redefined-outer-name
+  """The colour task's model after a few steps, its test predictions."""
+  output_dir = str(task["folder"] / "serving_classifier")
   conftest.run_script(
-      "run_classifier.py", "--task_name", "tsv", "--data_dir", data_dir,
-      "--vocab_file", vocab_file, "--bert_config_file", config,
-      "--output_dir", output_dir, "--max_seq_length", SEQ, "--do_train",
-      "--do_predict", "--num_train_steps", 5, "--train_batch_size", 8,
-      "--learning_rate", "1e-3", "--random_seed", 1)
-  return {"folder": folder, "vocab": vocab_file, "config": config,
-          "output_dir": output_dir, "test_texts": texts["test"],
+      "run_classifier.py", "--task_name", "tsv", "--data_dir",
+      task["data_dir"], "--vocab_file", task["vocab"], "--bert_config_file",
+      task["config"], "--output_dir", output_dir, "--max_seq_length", SEQ,
+      "--do_train", "--do_predict", "--num_train_steps", 5,
+      "--train_batch_size", 8, "--learning_rate", "1e-3", "--random_seed", 1)
+  return {"folder": task["folder"], "vocab": task["vocab"],
+          "config": task["config"], "output_dir": output_dir,
+          "test_texts": [text for text, _ in task["splits"]["test"]],
           "expected": np.loadtxt(os.path.join(output_dir,
                                               "test_results.tsv"))}
 
