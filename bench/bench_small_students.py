@@ -207,7 +207,7 @@ class SmallBench(bench_downstream.Bench):
     self.timed("prune %s from the %s teacher" % (
         shape, "pre-trained" if source == "pruned" else "fine-tuned"),
                command, os.path.basename(output_dir) + ".log")
-    return output_dir
+    return os.path.join(output_dir, "bert_model.ckpt")
 
   def general(self, shape, init_checkpoint, start):
     """General distillation on the State of the Union records."""
