@@ -9,6 +9,8 @@ loss, and skips the update of any step whose gradients overflow. The AdamW
 update of each variable is one pass of TensorFlow's Adam kernel (plus one for
 the weight decay) instead of Google's chain of about ten elementwise ops;
 the formula is the same (tests/test_optimization.py compares the two).
+Reference variables (Google's tf.compat.v1 graphs after
+disable_v2_behavior()) have no kernel of that kind and get Google's update.
 """
 
 from __future__ import absolute_import
