@@ -41,7 +41,6 @@ bert_distillation/training_hooks.py, and --use_xla's XLA
 compilation in bert_distillation/xla_compile.py.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -350,7 +349,9 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
   def model_fn(features, labels, mode, params, config):
     """Builds the student and its loss, train op or metrics."""
-    del labels, params  # The labels travel in `features`.
+    # The labels travel in `features`; estimator_training.build_estimator
+    # checks the graph against --output_dir's checkpoint (config.model_dir).
+    del labels, params, config
     is_training = mode == tf.estimator.ModeKeys.TRAIN
     compute_type = precision.compute_type(precision_name)
     # Training skips the teacher terms it does not use (they cost a vocab-
@@ -413,11 +414,6 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
               max_predictions_per_seq, labels=online_labels))
     else:
       raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
-    # Before the estimator restores (and trains) a checkpoint of another
-    # model; all variables, so the optimizer's and the fp16 loss scale's too.
-    # Other ranks restore nothing: rank 0's weights are broadcast.
-    if distribution.is_chief:
-      check_output_dir_checkpoint(tf1.global_variables(), config.model_dir)
     return spec
 
   return model_fn
@@ -430,8 +426,6 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 write_atomically = estimator_training.write_atomically
 write_eval_results = estimator_training.write_eval_results
 checkpoint_step = estimator_training.checkpoint_step
-check_output_dir_checkpoint = (
-    estimator_training.check_output_dir_checkpoint)
 output_dir_checkpoint_message = (
     estimator_training.output_dir_checkpoint_message)
 
@@ -453,38 +447,16 @@ def append_eval_history(output_dir, results):
 # Checkpoints and damaged files.
 
 
-def unreadable_checkpoint_message(model_dir):
-  """Names --init_checkpoint or model_dir's latest checkpoint if unreadable."""
-  if FLAGS.init_checkpoint:
-    problem = modeling.unreadable_checkpoint_problem(FLAGS.init_checkpoint)
-    if problem:
-      return "--init_checkpoint: %s. Copy it again." % problem
-  latest = tf.train.latest_checkpoint(model_dir)
-  problem = latest and modeling.unreadable_checkpoint_problem(latest)
-  if problem:
-    return output_dir_checkpoint_message(problem, latest)
-  return None
+def checkpoint_flags():
+  """The checkpoints the run loads besides --output_dir's, with their flags."""
+  return (("--init_checkpoint", FLAGS.init_checkpoint),
+          ("--teacher_checkpoint", FLAGS.teacher_checkpoint))
 
 
-@contextlib.contextmanager
 def naming_damaged_files(input_files, input_flag, model_dir):
-  """Turns TensorFlow's error for a damaged file into one naming the file.
-
-  A DataLossError ("corrupted record at N") or OutOfRangeError ("Read less
-  bytes than requested") names neither the file nor the flag. Reading the
-  checkpoints and the record files again finds which one is damaged; the
-  InputError names it, its flag and what to do. Other errors pass.
-  """
-  try:
-    yield
-  except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
-    message = unreadable_checkpoint_message(model_dir)
-    if message:
-      raise InputError(message) from None
-    damage = record_format.find_damaged_record(input_files)
-    if damage:
-      raise InputError("%s: %s" % (input_flag, damage)) from None
-    raise
+  """estimator_training.naming_damaged_files for this run's checkpoints."""
+  return estimator_training.naming_damaged_files(
+      model_dir, checkpoint_flags(), input_files, input_flag)
 
 
 # ---------------------------------------------------------------------------
@@ -576,11 +548,10 @@ def online_teacher_from_flags(bert_config):
   """
   if not FLAGS.teacher_checkpoint:
     return None
-  config = teacher_graph.load_teacher_config(FLAGS.teacher_config_file)
+  config, checkpoint = teacher_graph.load_teacher(FLAGS.teacher_config_file,
+                                                  FLAGS.teacher_checkpoint)
   teacher_graph.check_teacher_matches_student(
       config, bert_config, "--teacher_config_file", FLAGS.max_seq_length)
-  checkpoint = teacher_graph.resolve_checkpoint(FLAGS.teacher_checkpoint,
-                                                "--teacher_checkpoint")
   try:
     names = [name for name, _ in tf.train.list_variables(checkpoint)]
   except (tf.errors.OpError, ValueError) as error:

@@ -9,6 +9,7 @@ their result files atomically. That logic lives here once; the scripts keep
 their flags and model_fns.
 """
 
+import contextlib
 import json
 import os
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from bert_distillation import command_line
 import modeling
+from bert_distillation import record_format
 from bert_distillation import student_init
 from bert_distillation import temporary_files
 from bert_distillation import training_hooks
@@ -147,6 +149,52 @@ def checkpoint_step(model_dir):
     raise InputError(output_dir_checkpoint_message(problem, latest)) from None
 
 
+def unreadable_checkpoint_message(model_dir, checkpoints=()):
+  """Names the first unreadable checkpoint a run reads, or returns None.
+
+  checkpoints: (flag name, checkpoint prefix or folder) pairs that the run
+  loads (--init_checkpoint, --teacher_checkpoint; None values are skipped),
+  checked before model_dir's latest checkpoint (the one a resume or an
+  evaluation restores).
+  """
+  for flag_name, path in checkpoints:
+    if not path:
+      continue
+    prefix = (tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path)
+              else path)
+    problem = prefix and modeling.unreadable_checkpoint_problem(prefix)
+    if problem:
+      return "%s: %s. Copy it again." % (flag_name, problem)
+  latest = tf.train.latest_checkpoint(model_dir)
+  problem = latest and modeling.unreadable_checkpoint_problem(latest)
+  if problem:
+    return output_dir_checkpoint_message(problem, latest)
+  return None
+
+
+@contextlib.contextmanager
+def naming_damaged_files(model_dir, checkpoints=(), input_files=(),
+                         input_flag=None):
+  """Turns TensorFlow's error for a damaged file into one naming the file.
+
+  A DataLossError ("corrupted record at N") or OutOfRangeError ("Read less
+  bytes than requested") names neither the file nor the flag. Reading the
+  checkpoints (see unreadable_checkpoint_message) and the record files
+  (input_files, of input_flag) again finds which one is damaged; the
+  InputError names it, its flag and what to do. Other errors pass.
+  """
+  try:
+    yield
+  except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+    message = unreadable_checkpoint_message(model_dir, checkpoints)
+    if message:
+      raise InputError(message) from None
+    damage = input_files and record_format.find_damaged_record(input_files)
+    if damage:
+      raise InputError("%s: %s" % (input_flag, damage)) from None
+    raise
+
+
 # optimization.DynamicLossScale's variables: only fp16 training has them.
 LOSS_SCALE_SCOPE = "loss_scale/"
 
@@ -200,7 +248,9 @@ def build_estimator(model_fn, distribution, output_dir, save_checkpoints_steps,
   """The Estimator of this process; only rank 0 saves into output_dir.
 
   Its sessions use distribution.session_config, with XLA's JIT level set
-  when use_xla (--use_xla; xla_compile.session_config).
+  when use_xla (--use_xla; xla_compile.session_config). On rank 0, every
+  graph model_fn builds is checked against the latest checkpoint of
+  output_dir before the estimator restores it (checked_model_fn).
   """
   run_config = tf.estimator.RunConfig(
       model_dir=distribution.model_dir or output_dir,
@@ -212,8 +262,27 @@ def build_estimator(model_fn, distribution, output_dir, save_checkpoints_steps,
       tf_random_seed=random_seed,
       session_config=xla_compile.session_config(
           distribution.session_config, use_xla))
+  if distribution.is_chief:
+    model_fn = checked_model_fn(model_fn)
   return tf.estimator.Estimator(model_fn=model_fn, config=run_config,
                                 params=params)
+
+
+def checked_model_fn(model_fn):
+  """model_fn, then check_output_dir_checkpoint on all it built.
+
+  After the whole graph is built, so that the optimizer's slots and fp16's
+  loss scale are compared too (a bf16 checkpoint resumed with --precision
+  fp16 is named as such, not a NotFoundError). Other ranks restore nothing:
+  rank 0's weights are broadcast.
+  """
+
+  def checked(features, labels, mode, params, config):
+    spec = model_fn(features, labels, mode, params, config)
+    check_output_dir_checkpoint(tf1.global_variables(), config.model_dir)
+    return spec
+
+  return checked
 
 
 def step_timeout_message(distribution, what, step_timeout_secs):

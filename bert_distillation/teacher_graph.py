@@ -16,6 +16,10 @@ the student. This module is their one implementation:
   * restore_teacher(): points every teacher variable at the teacher's
     checkpoint (a prefix or a folder), with the scope stripped from the
     names; anything that does not fit is one InputError.
+  * load_teacher(): the teacher's config and checkpoint from their flags;
+    the config must be the one the checkpoint was trained under, when its
+    folder stores one (output_config.check_config, as for a student's
+    resume and convert_checkpoint.py).
   * check_teacher_matches_student(): the teacher and the student must share
     the vocabulary.
 
@@ -31,6 +35,7 @@ import tensorflow as tf
 from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
 import modeling
+from bert_distillation import output_config
 
 tf1 = tf.compat.v1
 
@@ -197,6 +202,25 @@ def load_teacher_config(path, flag_name="--teacher_config_file"):
     return modeling.BertConfig.from_json_file(path)
   except modeling.ConfigError as error:
     raise InputError("%s: %s" % (flag_name, error)) from None
+
+
+def load_teacher(config_file, checkpoint, config_flag="--teacher_config_file",
+                 checkpoint_flag="--teacher_checkpoint"):
+  """(BertConfig, checkpoint prefix) of the teacher; InputError if they differ.
+
+  checkpoint is a prefix or a folder (resolve_checkpoint). A bert_config.json
+  stored beside it (a trainer's --output_dir, a Google release) must agree
+  with config_file in every key that changes what the model computes
+  (heads, hidden_act, sizes, ...): the same check as a student's resume.
+  Variables only give shapes, so a config with other heads or another
+  activation would otherwise distil from a different network.
+  """
+  config = load_teacher_config(config_file, config_flag)
+  prefix = resolve_checkpoint(checkpoint, checkpoint_flag)
+  output_config.check_config(
+      output_config.checkpoint_folder(checkpoint), config_file, config_flag,
+      what="stored with %s %s" % (checkpoint_flag, checkpoint))
+  return config, prefix
 
 
 def check_teacher_matches_student(teacher_config, student_config,
