@@ -48,6 +48,7 @@ import os
 from absl import flags
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
 from bert_distillation import distillation
 from bert_distillation import estimator_training
@@ -504,26 +505,37 @@ def check_flags():
   if FLAGS.num_warmup_steps < 0 or FLAGS.learning_rate <= 0:
     raise InputError("--num_warmup_steps must be >= 0 and --learning_rate "
                      "positive")
-  if FLAGS.init_checkpoint and not tf.train.latest_checkpoint(
-      FLAGS.init_checkpoint) and not tf.io.gfile.exists(
-          FLAGS.init_checkpoint + ".index"):
-    raise InputError("--init_checkpoint %s is not a checkpoint (no %s.index, "
-                     "nor a folder holding one)" % (FLAGS.init_checkpoint,
-                                                     FLAGS.init_checkpoint))
+  if FLAGS.init_checkpoint:
+    teacher_graph.resolve_checkpoint(FLAGS.init_checkpoint,
+                                     "--init_checkpoint")
   if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(
       FLAGS.output_dir):
     raise InputError("--output_dir %s is a file, not a folder" %
                      FLAGS.output_dir)
+  checkpoint_usage.check_checkpoint_file(FLAGS.output_dir, "--output_dir")
   check_teacher_flags()
 
 
 # Flags that only mean something with the teacher in the graph.
 LAYER_LOSS_FLAGS = ("hidden_loss_weight", "attention_loss_weight",
                     "relation_loss_weight")
+# Flags that shape layer losses, and the weights of the losses they shape:
+# given while all those weights are 0 (as they must be without a teacher),
+# they change nothing.
+LAYER_LOSS_SETTINGS = (
+    ("hidden_layer_map", ("hidden_loss_weight", "attention_loss_weight")),
+    ("hidden_loss", ("hidden_loss_weight",)),
+    ("relation_teacher_layer", ("relation_loss_weight",)),
+    ("relation_heads", ("relation_loss_weight",)),
+)
 
 
 def check_teacher_flags():
-  """The teacher-in-the-graph flags come together; raises InputError."""
+  """The teacher-in-the-graph flags come together; raises InputError.
+
+  A layer-loss weight needs the teacher, and a flag of LAYER_LOSS_SETTINGS
+  given on the command line needs one of its weights above 0.
+  """
   given = [name for name in ("teacher_config_file", "teacher_checkpoint")
            if FLAGS[name].value]
   if len(given) == 1:
@@ -537,6 +549,16 @@ def check_teacher_flags():
       raise InputError(
           "--%s needs the teacher in the graph: pass --teacher_config_file "
           "and --teacher_checkpoint" % used[0])
+  for name, weights in LAYER_LOSS_SETTINGS:
+    if FLAGS[name].present and not any(FLAGS[w].value for w in weights):
+      raise InputError(
+          "--%s has no effect while %s %s 0%s: give %s a weight, or leave "
+          "--%s out." % (
+              name, " and ".join("--" + w for w in weights),
+              "is" if len(weights) == 1 else "are",
+              "" if given else " (a layer loss needs the teacher in the "
+              "graph: --teacher_config_file and --teacher_checkpoint)",
+              "that loss" if len(weights) == 1 else "one of them", name))
 
 
 def online_teacher_from_flags(bert_config):

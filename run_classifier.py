@@ -39,6 +39,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import classifier_data
 from bert_distillation import classifier_metrics
 from bert_distillation import classifier_model
@@ -398,6 +399,7 @@ def check_flags():
       FLAGS.output_dir):
     raise InputError("--output_dir %s is a file, not a folder" %
                      FLAGS.output_dir)
+  checkpoint_usage.check_checkpoint_file(FLAGS.output_dir, "--output_dir")
 
 
 def init_checkpoint_prefix(path):
@@ -406,6 +408,7 @@ def init_checkpoint_prefix(path):
   A folder gives its latest checkpoint (a trainer's --output_dir) or its
   bert_model.ckpt (a Google release, a converted Hugging Face model).
   """
+  checkpoint_usage.check_checkpoint_file(path, "--init_checkpoint")
   release = os.path.join(path, "bert_model.ckpt")
   if (tf.io.gfile.isdir(path) and not tf.train.latest_checkpoint(path) and
       tf.io.gfile.exists(release + ".index")):

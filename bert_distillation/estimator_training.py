@@ -15,7 +15,9 @@ import os
 
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
+from bert_distillation import distillation
 import modeling
 from bert_distillation import record_format
 from bert_distillation import student_init
@@ -197,30 +199,46 @@ def naming_damaged_files(model_dir, checkpoints=(), input_files=(),
 
 # optimization.DynamicLossScale's variables: only fp16 training has them.
 LOSS_SCALE_SCOPE = "loss_scale/"
+# Stage V's hidden-state projection: only a hidden-state loss against a
+# teacher of another width has it, in the teacher's width.
+PROJECTION_SCOPE = distillation.DISTILLATION_SCOPE + "/"
 
 
 def check_output_dir_checkpoint(variables, model_dir):
-  """Raises InputError when model_dir's latest checkpoint is another model."""
+  """Raises InputError when model_dir's latest checkpoint is another model.
+
+  The message is one line: the first variable that differs and how many
+  others do. Differences only in variables that a flag other than
+  --bert_config_file adds (fp16's loss scale, the hidden-state projection)
+  name that flag.
+  """
   latest = tf.train.latest_checkpoint(model_dir)
   if not latest:
     return
   differences = student_init.checkpoint_differences(variables, latest)
-  if differences and all(name.startswith(LOSS_SCALE_SCOPE)
-                         for name in differences):
+  if not differences:
+    return
+  where = "--output_dir %s holds checkpoint %s" % (model_dir,
+                                                   os.path.basename(latest))
+  if all(name.startswith(LOSS_SCALE_SCOPE) for name in differences):
     raise InputError(
-        "--output_dir %s holds checkpoint %s, trained without fp16's loss "
-        "scale (--precision fp32 or bf16), but --precision is fp16. Resume "
-        "it with the --precision it was trained with, or use a new "
-        "--output_dir." % (model_dir, os.path.basename(latest)))
-  if differences:
-    shown = differences[:10]
-    if len(differences) > 10:
-      shown.append("... and %d more" % (len(differences) - 10))
+        "%s, trained without fp16's loss scale (--precision fp32 or bf16), "
+        "but --precision is fp16. Resume it with the --precision it was "
+        "trained with, or use a new --output_dir." % where)
+  shown = checkpoint_usage.first_and_count(differences)
+  if all(name.startswith(PROJECTION_SCOPE) for name in differences):
     raise InputError(
-        "--output_dir %s holds checkpoint %s of another model than "
-        "--bert_config_file describes:\n  %s\nUse a new --output_dir, or the "
-        "bert_config that checkpoint was trained with." % (
-            model_dir, os.path.basename(latest), "\n  ".join(shown)))
+        "%s, trained with other layer-loss flags: its hidden-state "
+        "projection differs (%s). The projection exists with "
+        "--hidden_loss_weight above 0 and a teacher of another width than "
+        "the student, and maps to the teacher's hidden_size "
+        "(--teacher_config_file). Resume with the --hidden_loss_weight and "
+        "teacher it was trained with, or use a new --output_dir." % (
+            where, shown))
+  raise InputError(
+      "%s of another model than --bert_config_file describes: %s. Use a new "
+      "--output_dir, or the bert_config that checkpoint was trained with." % (
+          where, shown))
 
 
 def non_finite_message(error, model_dir, warmup_flag="--num_warmup_steps"):

@@ -93,9 +93,11 @@ def resolve_checkpoint(path, flag_name):
   """A checkpoint prefix from a prefix or a folder (its latest checkpoint).
 
   Raises:
-    InputError: naming flag_name, when path is neither.
+    InputError: naming flag_name, when path is neither, or a folder whose
+      `checkpoint` file names a checkpoint that is not there.
   """
   if tf.io.gfile.isdir(path):
+    checkpoint_usage.check_checkpoint_file(path, flag_name)
     latest = tf.train.latest_checkpoint(path)
     if not latest:
       raise InputError("%s %s is a folder without a checkpoint (no "
