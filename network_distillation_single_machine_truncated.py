@@ -431,6 +431,15 @@ output_dir_checkpoint_message = (
     estimator_training.output_dir_checkpoint_message)
 
 
+def evaluated_steps(output_dir):
+  """The steps that output_dir/eval_history.jsonl holds an evaluation of."""
+  path = os.path.join(output_dir, "eval_history.jsonl")
+  if not tf.io.gfile.exists(path):
+    return set()
+  with tf.io.gfile.GFile(path) as reader:
+    return {json.loads(line)["step"] for line in reader if line.strip()}
+
+
 def append_eval_history(output_dir, results):
   """Appends {"step": ..., metrics...} to output_dir/eval_history.jsonl."""
   path = os.path.join(output_dir, "eval_history.jsonl")
@@ -693,7 +702,9 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
 
   With evaluate_every > 0, trains in chunks ending at multiples of it and
   calls evaluate() after each (rank 0 passes it; the others pass None and
-  wait for it). Returns True when the last step was evaluated. The loop is
+  wait for it); a resumed run first evaluates its checkpoint's step when
+  that evaluation was due and eval_history.jsonl lacks it (a kill during
+  it). Returns True when the last step was evaluated. The loop is
   estimator_training.train_to_step.
 
   Raises:
@@ -703,7 +714,8 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
   trained = estimator_training.train_to_step(
       estimator, input_fn, num_train_steps, hooks, distribution,
       FLAGS.output_dir, every=evaluate_every,
-      after_chunk=lambda: evaluation_round(evaluate, distribution, watchdog))
+      after_chunk=lambda: evaluation_round(evaluate, distribution, watchdog),
+      chunk_done=lambda step: step in evaluated_steps(FLAGS.output_dir))
   return bool(trained and evaluate_every and evaluate)
 
 

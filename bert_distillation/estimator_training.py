@@ -318,12 +318,16 @@ def step_timeout_message(distribution, what, step_timeout_secs):
 
 def train_to_step(estimator, input_fn, num_train_steps, hooks, distribution,
                   output_dir, every=0, after_chunk=None,
-                  warmup_flag="--num_warmup_steps"):
+                  warmup_flag="--num_warmup_steps", chunk_done=None):
   """Trains to num_train_steps, resuming from rank 0's last checkpoint.
 
   With every > 0, trains in chunks ending at multiples of it and calls
-  after_chunk() after each. Returns False when there was nothing left to
-  train (the checkpoint is already at num_train_steps), else True.
+  after_chunk() after each. chunk_done(step) (asked on rank 0) says whether
+  after_chunk() finished after the chunk that ended at `step`: a run
+  resumed from a checkpoint at a multiple of `every` calls after_chunk()
+  first when it did not (the run was killed during it, e.g. during an
+  evaluation). Returns False when there was nothing left to train (the
+  checkpoint is already at num_train_steps), else True.
 
   Raises:
     InputError: when the loss or the weights become NaN or infinite; no
@@ -336,6 +340,14 @@ def train_to_step(estimator, input_fn, num_train_steps, hooks, distribution,
   if step >= num_train_steps:
     tf1.logging.info("Already trained to step %d; nothing to train.", step)
     return False
+  # Every rank must agree here too: after_chunk() may wait for all of them.
+  if (every and after_chunk and chunk_done and step and step % every == 0
+      and distribution.agree(not chunk_done(step)
+                             if distribution.is_chief else False)):
+    tf1.logging.info("What was due after step %d (its evaluation) was not "
+                     "finished: the run stopped during it. Doing it now.",
+                     step)
+    after_chunk()
   hooks = [training_hooks.NonFiniteLossHook()] + list(hooks)
   # Only rank 0 saves checkpoints.
   listeners = ([training_hooks.FiniteCheckpointListener()]

@@ -274,3 +274,25 @@ def test_a_checkpoint_file_naming_a_missing_checkpoint_is_one_line(
   with pytest.raises(trainer.InputError, match="--teacher_checkpoint %s: its "
                      "'checkpoint' file names %s," % (out, missing)):
     teacher_graph.resolve_checkpoint(str(out), "--teacher_checkpoint")
+
+
+# ---------------------------------------------------------------------------
+# Interrupted runs.
+
+
+def test_a_resumed_run_redoes_the_evaluation_a_kill_interrupted(data,
+                                                                tmp_path):
+  """A kill -9 during the evaluation at step 2 leaves step 2's checkpoint and
+  no eval_history.jsonl entry for it (the file is written whole when the
+  evaluation ends): the state a run trained to step 2 leaves."""
+  out = str(tmp_path / "out")
+  common = dict(eval_input_file=data["distill_eval.tfrecord"],
+                eval_every_steps=2, max_eval_steps=1)
+  run_trainer(*trainer_args(data, out, "--do_train", "True",
+                            num_train_steps=2))
+  assert trainer.checkpoint_step(out) == 2
+
+  run_trainer(*trainer_args(data, out, "--do_train", "True", "--do_eval",
+                            "True", num_train_steps=4, **common))
+  with open(os.path.join(out, "eval_history.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [2, 4]
