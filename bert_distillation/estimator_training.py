@@ -292,7 +292,8 @@ def checked_model_fn(model_fn):
   After the whole graph is built, so that the optimizer's slots and fp16's
   loss scale are compared too (a bf16 checkpoint resumed with --precision
   fp16 is named as such, not a NotFoundError). Other ranks restore nothing:
-  rank 0's weights are broadcast.
+  rank 0's weights are broadcast. model_fn takes all five arguments, as the
+  trainers' do.
   """
 
   def checked(features, labels, mode, params, config):
