@@ -41,7 +41,6 @@ bert_distillation/training_hooks.py, and --use_xla's XLA
 compilation in bert_distillation/xla_compile.py.
 """
 
-import contextlib
 import json
 import math
 import os
@@ -49,6 +48,7 @@ import os
 from absl import flags
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
 from bert_distillation import distillation
 from bert_distillation import estimator_training
@@ -350,7 +350,9 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 
   def model_fn(features, labels, mode, params, config):
     """Builds the student and its loss, train op or metrics."""
-    del labels, params  # The labels travel in `features`.
+    # The labels travel in `features`; estimator_training.build_estimator
+    # checks the graph against --output_dir's checkpoint (config.model_dir).
+    del labels, params, config
     is_training = mode == tf.estimator.ModeKeys.TRAIN
     compute_type = precision.compute_type(precision_name)
     # Training skips the teacher terms it does not use (they cost a vocab-
@@ -413,11 +415,6 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
               max_predictions_per_seq, labels=online_labels))
     else:
       raise ValueError("Only TRAIN and EVAL modes are supported: %s" % mode)
-    # Before the estimator restores (and trains) a checkpoint of another
-    # model; all variables, so the optimizer's and the fp16 loss scale's too.
-    # Other ranks restore nothing: rank 0's weights are broadcast.
-    if distribution.is_chief:
-      check_output_dir_checkpoint(tf1.global_variables(), config.model_dir)
     return spec
 
   return model_fn
@@ -430,10 +427,17 @@ def model_fn_builder(bert_config, options, init_checkpoint, layer_map,
 write_atomically = estimator_training.write_atomically
 write_eval_results = estimator_training.write_eval_results
 checkpoint_step = estimator_training.checkpoint_step
-check_output_dir_checkpoint = (
-    estimator_training.check_output_dir_checkpoint)
 output_dir_checkpoint_message = (
     estimator_training.output_dir_checkpoint_message)
+
+
+def evaluated_steps(output_dir):
+  """The steps that output_dir/eval_history.jsonl holds an evaluation of."""
+  path = os.path.join(output_dir, "eval_history.jsonl")
+  if not tf.io.gfile.exists(path):
+    return set()
+  with tf.io.gfile.GFile(path) as reader:
+    return {json.loads(line)["step"] for line in reader if line.strip()}
 
 
 def append_eval_history(output_dir, results):
@@ -453,38 +457,16 @@ def append_eval_history(output_dir, results):
 # Checkpoints and damaged files.
 
 
-def unreadable_checkpoint_message(model_dir):
-  """Names --init_checkpoint or model_dir's latest checkpoint if unreadable."""
-  if FLAGS.init_checkpoint:
-    problem = modeling.unreadable_checkpoint_problem(FLAGS.init_checkpoint)
-    if problem:
-      return "--init_checkpoint: %s. Copy it again." % problem
-  latest = tf.train.latest_checkpoint(model_dir)
-  problem = latest and modeling.unreadable_checkpoint_problem(latest)
-  if problem:
-    return output_dir_checkpoint_message(problem, latest)
-  return None
+def checkpoint_flags():
+  """The checkpoints the run loads besides --output_dir's, with their flags."""
+  return (("--init_checkpoint", FLAGS.init_checkpoint),
+          ("--teacher_checkpoint", FLAGS.teacher_checkpoint))
 
 
-@contextlib.contextmanager
 def naming_damaged_files(input_files, input_flag, model_dir):
-  """Turns TensorFlow's error for a damaged file into one naming the file.
-
-  A DataLossError ("corrupted record at N") or OutOfRangeError ("Read less
-  bytes than requested") names neither the file nor the flag. Reading the
-  checkpoints and the record files again finds which one is damaged; the
-  InputError names it, its flag and what to do. Other errors pass.
-  """
-  try:
-    yield
-  except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
-    message = unreadable_checkpoint_message(model_dir)
-    if message:
-      raise InputError(message) from None
-    damage = record_format.find_damaged_record(input_files)
-    if damage:
-      raise InputError("%s: %s" % (input_flag, damage)) from None
-    raise
+  """estimator_training.naming_damaged_files for this run's checkpoints."""
+  return estimator_training.naming_damaged_files(
+      model_dir, checkpoint_flags(), input_files, input_flag)
 
 
 # ---------------------------------------------------------------------------
@@ -531,26 +513,37 @@ def check_flags():
   if FLAGS.num_warmup_steps < 0 or FLAGS.learning_rate <= 0:
     raise InputError("--num_warmup_steps must be >= 0 and --learning_rate "
                      "positive")
-  if FLAGS.init_checkpoint and not tf.train.latest_checkpoint(
-      FLAGS.init_checkpoint) and not tf.io.gfile.exists(
-          FLAGS.init_checkpoint + ".index"):
-    raise InputError("--init_checkpoint %s is not a checkpoint (no %s.index, "
-                     "nor a folder holding one)" % (FLAGS.init_checkpoint,
-                                                     FLAGS.init_checkpoint))
+  if FLAGS.init_checkpoint:
+    teacher_graph.resolve_checkpoint(FLAGS.init_checkpoint,
+                                     "--init_checkpoint")
   if tf.io.gfile.exists(FLAGS.output_dir) and not tf.io.gfile.isdir(
       FLAGS.output_dir):
     raise InputError("--output_dir %s is a file, not a folder" %
                      FLAGS.output_dir)
+  checkpoint_usage.check_checkpoint_file(FLAGS.output_dir, "--output_dir")
   check_teacher_flags()
 
 
 # Flags that only mean something with the teacher in the graph.
 LAYER_LOSS_FLAGS = ("hidden_loss_weight", "attention_loss_weight",
                     "relation_loss_weight")
+# Flags that shape layer losses, and the weights of the losses they shape:
+# given while all those weights are 0 (as they must be without a teacher),
+# they change nothing.
+LAYER_LOSS_SETTINGS = (
+    ("hidden_layer_map", ("hidden_loss_weight", "attention_loss_weight")),
+    ("hidden_loss", ("hidden_loss_weight",)),
+    ("relation_teacher_layer", ("relation_loss_weight",)),
+    ("relation_heads", ("relation_loss_weight",)),
+)
 
 
 def check_teacher_flags():
-  """The teacher-in-the-graph flags come together; raises InputError."""
+  """The teacher-in-the-graph flags come together; raises InputError.
+
+  A layer-loss weight needs the teacher, and a flag of LAYER_LOSS_SETTINGS
+  given on the command line needs one of its weights above 0.
+  """
   given = [name for name in ("teacher_config_file", "teacher_checkpoint")
            if FLAGS[name].value]
   if len(given) == 1:
@@ -564,6 +557,16 @@ def check_teacher_flags():
       raise InputError(
           "--%s needs the teacher in the graph: pass --teacher_config_file "
           "and --teacher_checkpoint" % used[0])
+  for name, weights in LAYER_LOSS_SETTINGS:
+    if FLAGS[name].present and not any(FLAGS[w].value for w in weights):
+      raise InputError(
+          "--%s has no effect while %s %s 0%s: give %s a weight, or leave "
+          "--%s out." % (
+              name, " and ".join("--" + w for w in weights),
+              "is" if len(weights) == 1 else "are",
+              "" if given else " (a layer loss needs the teacher in the "
+              "graph: --teacher_config_file and --teacher_checkpoint)",
+              "that loss" if len(weights) == 1 else "one of them", name))
 
 
 def online_teacher_from_flags(bert_config):
@@ -575,11 +578,10 @@ def online_teacher_from_flags(bert_config):
   """
   if not FLAGS.teacher_checkpoint:
     return None
-  config = teacher_graph.load_teacher_config(FLAGS.teacher_config_file)
+  config, checkpoint = teacher_graph.load_teacher(FLAGS.teacher_config_file,
+                                                  FLAGS.teacher_checkpoint)
   teacher_graph.check_teacher_matches_student(
       config, bert_config, "--teacher_config_file", FLAGS.max_seq_length)
-  checkpoint = teacher_graph.resolve_checkpoint(FLAGS.teacher_checkpoint,
-                                                "--teacher_checkpoint")
   try:
     names = [name for name, _ in tf.train.list_variables(checkpoint)]
   except (tf.errors.OpError, ValueError) as error:
@@ -699,7 +701,9 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
 
   With evaluate_every > 0, trains in chunks ending at multiples of it and
   calls evaluate() after each (rank 0 passes it; the others pass None and
-  wait for it). Returns True when the last step was evaluated. The loop is
+  wait for it); a resumed run first evaluates its checkpoint's step when
+  that evaluation was due and eval_history.jsonl lacks it (a kill during
+  it). Returns True when the last step was evaluated. The loop is
   estimator_training.train_to_step.
 
   Raises:
@@ -709,7 +713,8 @@ def train(estimator, input_fn, num_train_steps, hooks, distribution,
   trained = estimator_training.train_to_step(
       estimator, input_fn, num_train_steps, hooks, distribution,
       FLAGS.output_dir, every=evaluate_every,
-      after_chunk=lambda: evaluation_round(evaluate, distribution, watchdog))
+      after_chunk=lambda: evaluation_round(evaluate, distribution, watchdog),
+      chunk_done=lambda step: step in evaluated_steps(FLAGS.output_dir))
   return bool(trained and evaluate_every and evaluate)
 
 

@@ -9,6 +9,8 @@ loss, and skips the update of any step whose gradients overflow. The AdamW
 update of each variable is one pass of TensorFlow's Adam kernel (plus one for
 the weight decay) instead of Google's chain of about ten elementwise ops;
 the formula is the same (tests/test_optimization.py compares the two).
+Reference variables (Google's tf.compat.v1 graphs after
+disable_v2_behavior()) have no kernel of that kind and get Google's update.
 """
 
 from __future__ import absolute_import
@@ -19,6 +21,7 @@ import re
 import sys
 
 import tensorflow as tf
+from tensorflow.python.ops import resource_variable_ops
 
 # Weight decay skips these variables (matched with re.search on the name).
 EXCLUDE_FROM_WEIGHT_DECAY = ["LayerNorm", "layer_norm", "bias"]
@@ -261,7 +264,10 @@ class AdamWeightDecayOptimizer(tf.compat.v1.train.Optimizer):
 
     fused: update each variable with TensorFlow's Adam kernel (one pass
     over it) instead of Google's chain of elementwise ops (about ten). The
-    same formula; the results differ by float rounding only.
+    same formula; the results differ by float rounding only. The kernel
+    takes resource variables only: reference variables (tf.get_variable
+    after tf.compat.v1.disable_v2_behavior(), as in Google's scripts) get
+    Google's update whatever fused says.
     """
     super(AdamWeightDecayOptimizer, self).__init__(False, name)
     self.learning_rate = learning_rate
@@ -294,7 +300,9 @@ class AdamWeightDecayOptimizer(tf.compat.v1.train.Optimizer):
         pairs.append((grad, param, param_name,
                       self._moment(param, param_name + "/adam_m"),
                       self._moment(param, param_name + "/adam_v")))
-      if not self.fused:
+      if not (self.fused and all(
+          resource_variable_ops.is_resource_variable(var)
+          for pair in pairs for var in (pair[1], pair[3], pair[4]))):
         return tf.group(*[self._unfused_update(skip, *pair)
                           for pair in pairs], name=name)
       if skip is None:

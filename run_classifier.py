@@ -41,6 +41,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import classifier_data
 from bert_distillation import classifier_metrics
 from bert_distillation import classifier_model
@@ -252,7 +253,9 @@ def model_fn_builder(bert_config, num_outputs, regression, init_checkpoint,
 
   def model_fn(features, labels, mode, params, config):
     """Builds the model and its train op or predictions."""
-    del labels, params  # The labels travel in `features`.
+    # The labels travel in `features`; estimator_training.build_estimator
+    # checks the graph against --output_dir's checkpoint (config.model_dir).
+    del labels, params, config
     is_training = mode == tf.estimator.ModeKeys.TRAIN
     compute_type = precision.compute_type(FLAGS.precision)
     model = modeling.BertModel(
@@ -267,11 +270,6 @@ def model_fn_builder(bert_config, num_outputs, regression, init_checkpoint,
       init_from_checkpoint(init_checkpoint, layer_map,
                            FLAGS.init_skip_mismatched)
 
-    # Before the estimator restores (and trains) a checkpoint of another
-    # model. Other ranks restore nothing: rank 0's weights are broadcast.
-    if distribution.is_chief:
-      estimator_training.check_output_dir_checkpoint(tf1.global_variables(),
-                                                     config.model_dir)
     if mode == tf.estimator.ModeKeys.PREDICT:
       predictions = {"logits": logits}
       if not regression:
@@ -338,9 +336,26 @@ def ordered_input_fn_builder(arrays, batch_size):
 
 def predicted_logits(estimator, arrays, batch_size):
   """[n, num_outputs] logits of the latest checkpoint, in input order."""
-  outputs = [prediction["logits"] for prediction in estimator.predict(
-      ordered_input_fn_builder(arrays, batch_size))]
+  with naming_damaged_checkpoints():
+    outputs = [prediction["logits"] for prediction in estimator.predict(
+        ordered_input_fn_builder(arrays, batch_size))]
   return np.array(outputs, np.float64)
+
+
+def naming_damaged_checkpoints():
+  """Names a truncated checkpoint the run reads, instead of a traceback.
+
+  The checkpoints of --init_checkpoint, --teacher_checkpoint and
+  --output_dir (estimator_training.naming_damaged_files); the flags were
+  checked before anything runs.
+  """
+  init_checkpoint = None
+  if FLAGS.init_checkpoint:
+    init_checkpoint = teacher_graph.resolve_checkpoint(
+        FLAGS.init_checkpoint, "--init_checkpoint")
+  return estimator_training.naming_damaged_files(
+      FLAGS.output_dir, (("--init_checkpoint", init_checkpoint),
+                         ("--teacher_checkpoint", FLAGS.teacher_checkpoint)))
 
 
 # ---------------------------------------------------------------------------
@@ -400,6 +415,7 @@ def check_flags():
       FLAGS.output_dir):
     raise InputError("--output_dir %s is a file, not a folder" %
                      FLAGS.output_dir)
+  checkpoint_usage.check_checkpoint_file(FLAGS.output_dir, "--output_dir")
 
 
 def load_tokenizer(bert_config):
@@ -427,11 +443,10 @@ def load_teacher(bert_config, task, labels):
   """The teacher's settings for model_fn_builder, checked; or None."""
   if not FLAGS.teacher_checkpoint:
     return None
-  teacher_config = teacher_graph.load_teacher_config(FLAGS.teacher_config_file)
+  teacher_config, checkpoint = teacher_graph.load_teacher(
+      FLAGS.teacher_config_file, FLAGS.teacher_checkpoint)
   teacher_graph.check_teacher_matches_student(
       teacher_config, bert_config, max_seq_length=FLAGS.max_seq_length)
-  checkpoint = teacher_graph.resolve_checkpoint(FLAGS.teacher_checkpoint,
-                                                "--teacher_checkpoint")
   names = dict(tf.train.list_variables(checkpoint))
   if "output_weights" not in names:
     raise InputError(
@@ -656,11 +671,12 @@ def train(estimator, train_arrays, num_train_steps, distribution, stats):
         training_hooks.Watchdog(), FLAGS.step_timeout_secs,
         estimator_training.step_timeout_message(
             distribution, "training", FLAGS.step_timeout_secs)))
-  estimator_training.train_to_step(
-      estimator, train_input_fn_builder(train_arrays, FLAGS.train_batch_size,
-                                        distribution),
-      num_train_steps, hooks + distribution.train_hooks, distribution,
-      FLAGS.output_dir, warmup_flag="--warmup_proportion")
+  with naming_damaged_checkpoints():
+    estimator_training.train_to_step(
+        estimator, train_input_fn_builder(train_arrays, FLAGS.train_batch_size,
+                                          distribution),
+        num_train_steps, hooks + distribution.train_hooks, distribution,
+        FLAGS.output_dir, warmup_flag="--warmup_proportion")
   if distribution.is_chief and throughput.steps:
     estimator_training.write_train_stats(
         FLAGS.output_dir, stats["params"], throughput, distribution.size,

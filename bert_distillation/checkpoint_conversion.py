@@ -154,8 +154,8 @@ def check_google_tensors(tensors, bert_config, source):
                 for name, value in sorted(tensors.items())
                 if list(value.shape) != expected[name]]
   if mismatched:
-    raise InputError("%s does not match its config:\n  %s" % (
-        source, "\n  ".join(mismatched)))
+    raise InputError("%s does not match its config: %s" % (
+        source, checkpoint_usage.first_and_count(mismatched)))
   optional = tuple(prefix for _, prefix in HEADS)
   missing = sorted(name for name in expected
                    if name not in tensors and not name.startswith(optional))

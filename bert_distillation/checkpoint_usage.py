@@ -7,8 +7,12 @@ check_every_teacher_variable_used() stops such a run: every variable of the
 teacher's encoder and heads must be used. A student may load part of a
 bigger checkpoint on purpose; student_init logs what it left out with
 unused_variables() and describe_names().
+
+check_checkpoint_file() refuses a folder whose `checkpoint` file names a
+checkpoint that is not there.
 """
 
+import os
 import re
 
 import tensorflow as tf
@@ -93,6 +97,49 @@ def describe_names(names, all_names):
   in_whole = set().union(*(by_layer[key] for key in whole)) if whole else set()
   listed += sorted(names - in_whole)
   return ", ".join(listed)
+
+
+def check_checkpoint_file(folder, flag_name):
+  """Raises InputError when folder's `checkpoint` file names a missing one.
+
+  tf.train.latest_checkpoint logs an error for it and returns None, as if
+  the folder held no checkpoint: a resume would start over or end in a
+  traceback, an evaluation would say the folder holds none. Call this before
+  it. A folder without that file passes.
+  """
+  if not tf.io.gfile.isdir(folder):
+    return
+  try:
+    state = tf.train.get_checkpoint_state(folder)
+  except (tf.errors.OpError, ValueError) as error:
+    raise InputError("%s %s: its 'checkpoint' file cannot be read (%s). "
+                     "Delete it to start again." % (flag_name, folder,
+                                                    error)) from None
+  if not state or not state.model_checkpoint_path:
+    return
+  path = state.model_checkpoint_path
+  if not os.path.isabs(path) and "://" not in path:
+    path = os.path.join(folder, path)
+  if not tf.io.gfile.exists(path + ".index"):
+    raise InputError(
+        "%s %s: its 'checkpoint' file names %s, which is not there (no "
+        "%s.index). Edit that file to name a checkpoint the folder holds, or "
+        "delete it to start again." % (flag_name, folder, path, path))
+
+
+def first_and_count(differences):
+  """`<the first difference> (and N other variables)`: one line for errors.
+
+  differences: one string per variable, e.g. "name: model [32], checkpoint
+  [48]". A checkpoint of another width differs in every variable; the
+  first one and the count say as much as forty lines.
+  """
+  differences = list(differences)
+  others = len(differences) - 1
+  if others < 1:
+    return differences[0]
+  return "%s (and %d other variable%s)" % (differences[0], others,
+                                           "s" if others > 1 else "")
 
 
 def check_every_teacher_variable_used(checkpoint, used_names,

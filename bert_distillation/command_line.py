@@ -82,18 +82,19 @@ def join_boolean_values(argv, flag_values=flags.FLAGS):
 
 
 def _parse(argv):
-  """absl flags parser that refuses positional arguments."""
+  """absl flags parser that refuses positional arguments.
+
+  A bad flag (an unknown name, a value of the wrong type or out of its
+  choices, a required flag left out) ends the run with the suite's one
+  "ERROR: ..." line, as an InputError would, not absl's two FATAL lines.
+  """
   try:
     rest = flags.FLAGS(join_boolean_values(argv))
   except flags.Error as error:
-    sys.stderr.write("FATAL Flags parsing error: %s\n" % error)
-    sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
-    sys.exit(1)
+    sys.exit("ERROR: %s (--helpshort lists the flags)" % error)
   if len(rest) > 1:
-    sys.stderr.write(
-        "FATAL Unexpected argument(s): %s. Flags are written --name=value or "
-        "--name value.\n" % " ".join(rest[1:]))
-    sys.exit(1)
+    sys.exit("ERROR: Unexpected argument(s): %s. Flags are written "
+             "--name=value or --name value." % " ".join(rest[1:]))
   return rest
 
 

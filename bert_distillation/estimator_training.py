@@ -9,13 +9,17 @@ their result files atomically. That logic lives here once; the scripts keep
 their flags and model_fns.
 """
 
+import contextlib
 import json
 import os
 
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
+from bert_distillation import distillation
 import modeling
+from bert_distillation import record_format
 from bert_distillation import student_init
 from bert_distillation import temporary_files
 from bert_distillation import training_hooks
@@ -147,32 +151,94 @@ def checkpoint_step(model_dir):
     raise InputError(output_dir_checkpoint_message(problem, latest)) from None
 
 
+def unreadable_checkpoint_message(model_dir, checkpoints=()):
+  """Names the first unreadable checkpoint a run reads, or returns None.
+
+  checkpoints: (flag name, checkpoint prefix or folder) pairs that the run
+  loads (--init_checkpoint, --teacher_checkpoint; None values are skipped),
+  checked before model_dir's latest checkpoint (the one a resume or an
+  evaluation restores).
+  """
+  for flag_name, path in checkpoints:
+    if not path:
+      continue
+    prefix = (tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path)
+              else path)
+    problem = prefix and modeling.unreadable_checkpoint_problem(prefix)
+    if problem:
+      return "%s: %s. Copy it again." % (flag_name, problem)
+  latest = tf.train.latest_checkpoint(model_dir)
+  problem = latest and modeling.unreadable_checkpoint_problem(latest)
+  if problem:
+    return output_dir_checkpoint_message(problem, latest)
+  return None
+
+
+@contextlib.contextmanager
+def naming_damaged_files(model_dir, checkpoints=(), input_files=(),
+                         input_flag=None):
+  """Turns TensorFlow's error for a damaged file into one naming the file.
+
+  A DataLossError ("corrupted record at N") or OutOfRangeError ("Read less
+  bytes than requested") names neither the file nor the flag. Reading the
+  checkpoints (see unreadable_checkpoint_message) and the record files
+  (input_files, of input_flag) again finds which one is damaged; the
+  InputError names it, its flag and what to do. Other errors pass.
+  """
+  try:
+    yield
+  except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+    message = unreadable_checkpoint_message(model_dir, checkpoints)
+    if message:
+      raise InputError(message) from None
+    damage = input_files and record_format.find_damaged_record(input_files)
+    if damage:
+      raise InputError("%s: %s" % (input_flag, damage)) from None
+    raise
+
+
 # optimization.DynamicLossScale's variables: only fp16 training has them.
 LOSS_SCALE_SCOPE = "loss_scale/"
+# Stage V's hidden-state projection: only a hidden-state loss against a
+# teacher of another width has it, in the teacher's width.
+PROJECTION_SCOPE = distillation.DISTILLATION_SCOPE + "/"
 
 
 def check_output_dir_checkpoint(variables, model_dir):
-  """Raises InputError when model_dir's latest checkpoint is another model."""
+  """Raises InputError when model_dir's latest checkpoint is another model.
+
+  The message is one line: the first variable that differs and how many
+  others do. Differences only in variables that a flag other than
+  --bert_config_file adds (fp16's loss scale, the hidden-state projection)
+  name that flag.
+  """
   latest = tf.train.latest_checkpoint(model_dir)
   if not latest:
     return
   differences = student_init.checkpoint_differences(variables, latest)
-  if differences and all(name.startswith(LOSS_SCALE_SCOPE)
-                         for name in differences):
+  if not differences:
+    return
+  where = "--output_dir %s holds checkpoint %s" % (model_dir,
+                                                   os.path.basename(latest))
+  if all(name.startswith(LOSS_SCALE_SCOPE) for name in differences):
     raise InputError(
-        "--output_dir %s holds checkpoint %s, trained without fp16's loss "
-        "scale (--precision fp32 or bf16), but --precision is fp16. Resume "
-        "it with the --precision it was trained with, or use a new "
-        "--output_dir." % (model_dir, os.path.basename(latest)))
-  if differences:
-    shown = differences[:10]
-    if len(differences) > 10:
-      shown.append("... and %d more" % (len(differences) - 10))
+        "%s, trained without fp16's loss scale (--precision fp32 or bf16), "
+        "but --precision is fp16. Resume it with the --precision it was "
+        "trained with, or use a new --output_dir." % where)
+  shown = checkpoint_usage.first_and_count(differences)
+  if all(name.startswith(PROJECTION_SCOPE) for name in differences):
     raise InputError(
-        "--output_dir %s holds checkpoint %s of another model than "
-        "--bert_config_file describes:\n  %s\nUse a new --output_dir, or the "
-        "bert_config that checkpoint was trained with." % (
-            model_dir, os.path.basename(latest), "\n  ".join(shown)))
+        "%s, trained with other layer-loss flags: its hidden-state "
+        "projection differs (%s). The projection exists with "
+        "--hidden_loss_weight above 0 and a teacher of another width than "
+        "the student, and maps to the teacher's hidden_size "
+        "(--teacher_config_file). Resume with the --hidden_loss_weight and "
+        "teacher it was trained with, or use a new --output_dir." % (
+            where, shown))
+  raise InputError(
+      "%s of another model than --bert_config_file describes: %s. Use a new "
+      "--output_dir, or the bert_config that checkpoint was trained with." % (
+          where, shown))
 
 
 def non_finite_message(error, model_dir, warmup_flag="--num_warmup_steps"):
@@ -200,7 +266,9 @@ def build_estimator(model_fn, distribution, output_dir, save_checkpoints_steps,
   """The Estimator of this process; only rank 0 saves into output_dir.
 
   Its sessions use distribution.session_config, with XLA's JIT level set
-  when use_xla (--use_xla; xla_compile.session_config).
+  when use_xla (--use_xla; xla_compile.session_config). On rank 0, every
+  graph model_fn builds is checked against the latest checkpoint of
+  output_dir before the estimator restores it (checked_model_fn).
   """
   run_config = tf.estimator.RunConfig(
       model_dir=distribution.model_dir or output_dir,
@@ -212,8 +280,28 @@ def build_estimator(model_fn, distribution, output_dir, save_checkpoints_steps,
       tf_random_seed=random_seed,
       session_config=xla_compile.session_config(
           distribution.session_config, use_xla))
+  if distribution.is_chief:
+    model_fn = checked_model_fn(model_fn)
   return tf.estimator.Estimator(model_fn=model_fn, config=run_config,
                                 params=params)
+
+
+def checked_model_fn(model_fn):
+  """model_fn, then check_output_dir_checkpoint on all it built.
+
+  After the whole graph is built, so that the optimizer's slots and fp16's
+  loss scale are compared too (a bf16 checkpoint resumed with --precision
+  fp16 is named as such, not a NotFoundError). Other ranks restore nothing:
+  rank 0's weights are broadcast. model_fn takes all five arguments, as the
+  trainers' do.
+  """
+
+  def checked(features, labels, mode, params, config):
+    spec = model_fn(features, labels, mode, params, config)
+    check_output_dir_checkpoint(tf1.global_variables(), config.model_dir)
+    return spec
+
+  return checked
 
 
 def step_timeout_message(distribution, what, step_timeout_secs):
@@ -231,12 +319,16 @@ def step_timeout_message(distribution, what, step_timeout_secs):
 
 def train_to_step(estimator, input_fn, num_train_steps, hooks, distribution,
                   output_dir, every=0, after_chunk=None,
-                  warmup_flag="--num_warmup_steps"):
+                  warmup_flag="--num_warmup_steps", chunk_done=None):
   """Trains to num_train_steps, resuming from rank 0's last checkpoint.
 
   With every > 0, trains in chunks ending at multiples of it and calls
-  after_chunk() after each. Returns False when there was nothing left to
-  train (the checkpoint is already at num_train_steps), else True.
+  after_chunk() after each. chunk_done(step) (asked on rank 0) says whether
+  after_chunk() finished after the chunk that ended at `step`: a run
+  resumed from a checkpoint at a multiple of `every` calls after_chunk()
+  first when it did not (the run was killed during it, e.g. during an
+  evaluation). Returns False when there was nothing left to train (the
+  checkpoint is already at num_train_steps), else True.
 
   Raises:
     InputError: when the loss or the weights become NaN or infinite; no
@@ -249,6 +341,14 @@ def train_to_step(estimator, input_fn, num_train_steps, hooks, distribution,
   if step >= num_train_steps:
     tf1.logging.info("Already trained to step %d; nothing to train.", step)
     return False
+  # Every rank must agree here too: after_chunk() may wait for all of them.
+  if (every and after_chunk and chunk_done and step and step % every == 0
+      and distribution.agree(not chunk_done(step)
+                             if distribution.is_chief else False)):
+    tf1.logging.info("What was due after step %d (its evaluation) was not "
+                     "finished: the run stopped during it. Doing it now.",
+                     step)
+    after_chunk()
   hooks = [training_hooks.NonFiniteLossHook()] + list(hooks)
   # Only rank 0 saves checkpoints.
   listeners = ([training_hooks.FiniteCheckpointListener()]

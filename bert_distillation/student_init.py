@@ -90,9 +90,9 @@ def init_student_from_checkpoint(tvars, init_checkpoint, layer_map=None,
   if mismatched and not skip_mismatched:
     raise InputError(
         "--init_checkpoint %s does not fit the student (--bert_config_file); "
-        "shape mismatch:\n  %s\nPass --init_skip_mismatched to leave these "
-        "variables randomly initialised." % (init_checkpoint,
-                                             "\n  ".join(mismatched)))
+        "shape mismatch: %s. Pass --init_skip_mismatched to leave these "
+        "variables randomly initialised." % (
+            init_checkpoint, checkpoint_usage.first_and_count(mismatched)))
   for name, source in sorted(loaded.items()):
     tf1.logging.info("  init %s <- %s", name, source)
   if mismatched:

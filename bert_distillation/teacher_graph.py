@@ -16,6 +16,10 @@ the student. This module is their one implementation:
   * restore_teacher(): points every teacher variable at the teacher's
     checkpoint (a prefix or a folder), with the scope stripped from the
     names; anything that does not fit is one InputError.
+  * load_teacher(): the teacher's config and checkpoint from their flags;
+    the config must be the one the checkpoint was trained under, when its
+    folder stores one (output_config.check_config, as for a student's
+    resume and convert_checkpoint.py).
   * check_teacher_matches_student(): the teacher and the student must share
     the vocabulary.
 
@@ -32,6 +36,7 @@ import tensorflow as tf
 from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
 import modeling
+from bert_distillation import output_config
 
 tf1 = tf.compat.v1
 
@@ -96,9 +101,11 @@ def resolve_checkpoint(path, flag_name):
   prune_checkpoint.py output).
 
   Raises:
-    InputError: naming flag_name, when path is neither.
+    InputError: naming flag_name, when path is neither, or a folder whose
+      `checkpoint` file names a checkpoint that is not there.
   """
   if tf.io.gfile.isdir(path):
+    checkpoint_usage.check_checkpoint_file(path, flag_name)
     latest = tf.train.latest_checkpoint(path)
     release = os.path.join(path, RELEASE_CHECKPOINT)
     if not latest and tf.io.gfile.exists(release + ".index"):
@@ -209,6 +216,25 @@ def load_teacher_config(path, flag_name="--teacher_config_file"):
     return modeling.BertConfig.from_json_file(path)
   except modeling.ConfigError as error:
     raise InputError("%s: %s" % (flag_name, error)) from None
+
+
+def load_teacher(config_file, checkpoint, config_flag="--teacher_config_file",
+                 checkpoint_flag="--teacher_checkpoint"):
+  """(BertConfig, checkpoint prefix) of the teacher; InputError if they differ.
+
+  checkpoint is a prefix or a folder (resolve_checkpoint). A bert_config.json
+  stored beside it (a trainer's --output_dir, a Google release) must agree
+  with config_file in every key that changes what the model computes
+  (heads, hidden_act, sizes, ...): the same check as a student's resume.
+  Variables only give shapes, so a config with other heads or another
+  activation would otherwise distil from a different network.
+  """
+  config = load_teacher_config(config_file, config_flag)
+  prefix = resolve_checkpoint(checkpoint, checkpoint_flag)
+  output_config.check_config(
+      output_config.checkpoint_folder(checkpoint), config_file, config_flag,
+      what="stored with %s %s" % (checkpoint_flag, checkpoint))
+  return config, prefix
 
 
 def check_teacher_matches_student(teacher_config, student_config,

@@ -15,8 +15,10 @@ create_pretraining_data.py.
   grow with the dump.
 - A sentence that still holds wiki markup ([[, ]], {{, }}, {|, |}) or one of
   WikiExtractor's placeholders for <math> and <code> (formula_1, codice_2)
-  is dropped and counted: it is not a text passage. (wikiextractor_compat.py
-  already removes section headings, lists and tables.)
+  is dropped and counted: it is not a text passage. So is a short line that
+  no sentence ends (`A`, `Notes`): a heading of a form WikiExtractor keeps.
+  (wikiextractor_compat.py already removes `== ... ==` headings, lists and
+  tables.)
 - A malformed JSON line is counted and skipped with a warning naming the file
   and the line number.
 - The output is written to a temporary file and renamed when complete and
@@ -70,11 +72,18 @@ MAX_WARNINGS_PER_FILE = 20
 InputError = command_line.InputError
 
 # What no text passage holds: wiki markup that WikiExtractor failed to parse
-# (links, templates, tables) and its placeholders for <math> and <code>.
+# (links, templates, tables) and its placeholders for <math> and <code>,
+# also when glued to the next word (`formula_39photon`).
 LEFTOVER_MARKUP = re.compile(
-    r"\[\[|\]\]|\{\{|\}\}|\{\||\|\}|\b(?:formula|codice)_\d+\b")
+    r"\[\[|\]\]|\{\{|\}\}|\{\||\|\}|\b(?:formula|codice)_\d+")
 
-COUNT_NAMES = ("articles", "sentences", "markup", "malformed", "empty")
+# A line of at most this many words without a sentence's final punctuation
+# is a heading or a label (`A`, `Notes`, `== C ==`), not a text passage.
+HEADING_MAX_WORDS = 4
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+COUNT_NAMES = ("articles", "sentences", "markup", "headings", "malformed",
+               "empty")
 
 
 def is_text_passage(sentence):
@@ -82,11 +91,24 @@ def is_text_passage(sentence):
   return not LEFTOVER_MARKUP.search(sentence)
 
 
+def is_heading(line):
+  """True for a short line that no sentence ends: a heading, not prose.
+
+  WikiExtractor drops `== History ==` headings, but not the other forms of
+  list articles (`=A=`, `<h2>B</h2>`, a bold `'''Notes'''` line): they come
+  out as lines such as `A` or `Notes`. A title with a full stop (`History.`,
+  an older WikiExtractor's) stays, for --min_sentence_chars to drop.
+  """
+  return (len(line.split()) <= HEADING_MAX_WORDS and
+          not SENTENCE_END.search(line))
+
+
 def article_sentences(record, min_sentence_chars=0, counts=None):
   """Returns the sentences of one WikiExtractor JSON record, title dropped.
 
   Sentences that are not text passages (is_text_passage) are dropped and
-  counted in counts["markup"] when `counts` is given.
+  counted in counts["markup"], and heading lines (is_heading) in
+  counts["headings"], when `counts` is given.
   """
   # WikiExtractor escapes &, < and > in the text (its --html-safe default).
   lines = html.unescape(record["text"]).split("\n")
@@ -96,6 +118,10 @@ def article_sentences(record, min_sentence_chars=0, counts=None):
   sentences = []
   for line in lines:
     line = " ".join(line.split())  # Also turns no-break spaces into spaces.
+    if line and is_heading(line):
+      if counts is not None:
+        counts["headings"] += 1
+      continue
     for sentence in split_sentences(line):
       if not is_text_passage(sentence):
         if counts is not None:
@@ -278,9 +304,10 @@ def main(_):
                       FLAGS.min_sentence_chars)
   logging.info("Wrote %d articles, %d sentences to %s (%d empty pages and "
                "%d malformed lines skipped; %d sentences dropped: they hold "
-               "markup or a math/code placeholder)", totals["articles"],
-               totals["sentences"], FLAGS.write_file, totals["empty"],
-               totals["malformed"], totals["markup"])
+               "markup or a math/code placeholder; %d heading lines dropped)",
+               totals["articles"], totals["sentences"], FLAGS.write_file,
+               totals["empty"], totals["malformed"], totals["markup"],
+               totals["headings"])
 
 
 if __name__ == "__main__":

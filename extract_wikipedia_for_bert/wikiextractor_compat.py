@@ -30,7 +30,8 @@ The installed package is not edited. Four small runtime patches fix bugs of
    the child processes are then stopped and we exit with status 1.
 
 The BERT paper extracts "only the text passages and ignore[s] lists,
-tables, and headers". Three more patches make the text hold only that:
+tables, and headers". Fixes 5 to 7 and 9 make the text hold
+only that:
 
 5. Section headings are dropped. 3.0.6 writes every heading as a one-word
    "sentence" ("History.", "Further reading.") unless Extractor.keepSections
@@ -46,14 +47,19 @@ tables, and headers". Three more patches make the text hold only that:
 
 What is left for extract_jsons.py to remove are the sentences around the
 placeholders that WikiExtractor writes for <math> and <code> (formula_1,
-codice_2) and any markup left by wikitext too broken to parse.
+codice_2), headings that are not `== ... ==` lines (`=A=`, `<h2>B</h2>`,
+as in list articles) and any markup left by wikitext too broken to parse.
 
 8. A dump from which WikiExtractor extracts no article (one without a
    <siteinfo> header, whose pages it skips while looking for the header; a
    dump of talk pages only) is an error naming the dump and what it holds,
    instead of a successful run that writes nothing.
+9. An element it discards (<ref>, <references>, <small>, ...) whose opening
+   tag holds a `/` in an attribute value, `<ref name="Ahmed Rashid/The
+   Telegraph"></ref>`, was not recognised and stayed in the sentence; its
+   opening tag may now hold quoted values with any character.
 
-Fixes 2 to 8 are applied to version 3.0.6 only (the version pinned in
+Fixes 2 to 9 are applied to version 3.0.6 only (the version pinned in
 requirements.txt); later versions rewrote the code they patch.
 """
 
@@ -136,6 +142,25 @@ def by_paragraph(replace_links):
                         for paragraph in text.split("\n\n"))
 
   return patched_replace_links
+
+
+# 3.0.6's opening tag of a discarded element, `<ref name=...>`: no `/`
+# anywhere in it, so that `<ref name="x"/>` (self-closing) is not taken for
+# one; and the same tag with quoted attribute values that may hold a `/`.
+DISCARDED_OPEN_TAG_END = r"\b[^>/]*>"
+QUOTED_OPEN_TAG_END = r"""\b(?:"[^"]*"|'[^']*'|[^>/"'])*>"""
+
+
+def quoted_values_in_tags(drop_nested):
+  """Wraps dropNested so that a discarded element's tag may quote a `/`."""
+
+  def patched_drop_nested(text, open_delim, close_delim):
+    if open_delim.endswith(DISCARDED_OPEN_TAG_END):
+      open_delim = (open_delim[:-len(DISCARDED_OPEN_TAG_END)] +
+                    QUOTED_OPEN_TAG_END)
+    return drop_nested(text, open_delim, close_delim)
+
+  return patched_drop_nested
 
 
 # The last line of a complete MediaWiki XML dump.
@@ -306,12 +331,13 @@ def import_wikiextractor():
   WikiExtractor.decode_open = open_checked(WikiExtractor.decode_open)
   WikiExtractor.process_dump = stop_children_on_error(
       WikiExtractor.process_dump)
-  # Text passages only (fixes 5 to 7).
+  # Text passages only (fixes 5 to 7 and 9).
   extract = sys.modules["wikiextractor.extract"]
   extract.Extractor.keepSections = False
   extract.ExtLinkBracketedRegex = external_link_pattern(
       extract.wgUrlProtocols, extract.EXT_LINK_URL_CLASS)
   extract.replaceInternalLinks = by_paragraph(extract.replaceInternalLinks)
+  extract.dropNested = quoted_values_in_tags(extract.dropNested)
   return WikiExtractor
 
 

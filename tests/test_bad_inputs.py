@@ -257,6 +257,32 @@ def test_command_line_turns_path_errors_into_one_line(tmp_path, errno_name,
   assert result.returncode == 1 and "Traceback" in result.stderr
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--output_dir", "out", "--augment_factor", "abc"],
+     "flag --augment_factor=abc: invalid"),
+    (["--output_dir", "out", "--precision", "fp8"],
+     "flag --precision=fp8: value should be one of"),
+    (["--output_dir", "out", "stray"], "Unexpected argument(s): stray"),
+    ([], "--output_dir must have a value"),
+])
+def test_flag_parsing_errors_are_one_error_line(argv, message):
+  """absl's own parsing errors end as the suite's one `ERROR:` line."""
+  program = (
+      "from absl import flags\n"
+      "from bert_distillation import command_line\n"
+      "flags.DEFINE_integer('augment_factor', 0, '')\n"
+      "flags.DEFINE_enum('precision', 'fp32', ['fp32', 'fp16'], '')\n"
+      "flags.DEFINE_string('output_dir', None, '')\n"
+      "flags.mark_flag_as_required('output_dir')\n"
+      "command_line.run(lambda argv: None)\n")
+  result = subprocess.run([sys.executable, "-c", program] + argv,
+                          env=CHILD_ENV, capture_output=True, text=True,
+                          timeout=60)
+  assert_one_error_line(result, message)
+  assert "FATAL" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_tensorflow_full_disk_error_is_one_line():
   """TFRecordWriter and GFile raise TensorFlow errors, not OSError."""
   program = (

@@ -358,13 +358,17 @@ HEADING_TITLES = ["History", "Origins", "Later years", "Theory", "See also",
                   "Tributaries", "References"]
 
 
-def write_test_dump(path, with_siteinfo=True):
-  """A small pages-articles dump of real-looking markup (and a redirect)."""
+def write_test_dump(path, with_siteinfo=True, pages=None):
+  """A small pages-articles dump of real-looking markup (and a redirect).
+
+  pages: (title, namespace, id, wikitext, redirect) tuples instead.
+  """
   import random
   rng = random.Random(7)
-  pages = [("Anarchism", 0, 10, ANARCHISM, None),
-           ("Ostra", 0, 11, RIVER, None),
-           ("Anarchist", 0, 12, "#REDIRECT [[Anarchism]]", "Anarchism")]
+  pages = pages or [
+      ("Anarchism", 0, 10, ANARCHISM, None),
+      ("Ostra", 0, 11, RIVER, None),
+      ("Anarchist", 0, 12, "#REDIRECT [[Anarchism]]", "Anarchism")]
   with bz2.open(str(path), "wt", encoding="utf-8") as out:
     out.write(make_sample_dump.HEADER)
     if with_siteinfo:
@@ -431,3 +435,39 @@ def test_a_dump_without_siteinfo_is_an_error(tmp_path):
   assert "Done" not in result.stderr
   assert not os.path.exists(tmp_path / "extracted")
   assert not os.path.exists(tmp_path / "extracted.partial")
+
+
+# What a real dump still left (issue 26): a list article's headings in forms
+# other than `== ... ==`, a named reference whose name holds a slash, and a
+# <math> placeholder glued to the next word.
+LIST_ARTICLE = """This is a list of '''Velmarian writers'''.<ref name="Ahmed Rashid/The Telegraph"></ref> It is sorted by surname.<ref name='Fen/Ostra 1990'>{{cite web |title=Writers}}</ref>
+
+=A=
+* [[Ansel Brook]], poet
+
+<h2>B</h2>
+* [[Bera Holt]], novelist
+
+'''Notes'''
+The energy is <math>E = h \\nu</math>photon in that poem. Most wrote in the north.
+
+Bibliography
+* {{cite book |last=Holt |title=Writers |year=1990}}"""
+
+
+def test_list_article_leftovers_are_removed(tmp_path):
+  dump = tmp_path / "list.xml.bz2"
+  write_test_dump(dump, pages=[("List of Velmarian writers", 0, 20,
+                                LIST_ARTICLE, None)])
+  result = run_wrapper(dump, tmp_path / "extracted")
+  assert result.returncode == 0, result.stderr[-4000:]
+  out = tmp_path / "wiki.txt"
+  result = run_script(EXTRACT_JSONS, "--folder", tmp_path / "extracted",
+                      "--write_file", out, "--num_workers", 1)
+  assert read_articles(out) == [[
+      "This is a list of Velmarian writers.",
+      "It is sorted by surname.",
+      "Most wrote in the north.",
+  ]]
+  assert "1 sentences dropped" in result.stderr
+  assert "4 heading lines dropped" in result.stderr

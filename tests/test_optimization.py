@@ -1,5 +1,6 @@
 """Tests for optimization.py: schedule, AdamW, weight decay, global step."""
 
+import os
 import sys
 
 import numpy as np
@@ -290,3 +291,37 @@ def test_gradients_clipped_by_true_global_norm():
   np.testing.assert_allclose(moved, lr * update, rtol=2e-3)
   # Unclipped, Adam would have moved it by about lr * sqrt(1000) / 10.
   assert moved < 1e-3
+
+
+# Google's scripts build their graphs after disable_v2_behavior(), where
+# tf.get_variable makes reference variables. It is process-wide, so the
+# steps run in a child process: the default (fused) update and Google's.
+_REFERENCE_VARIABLE_STEPS = """
+import sys
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_v2_behavior()
+sys.path.insert(0, %r)
+import test_optimization
+with tf.Graph().as_default():
+  kind = type(tf.compat.v1.get_variable("probe", [1])).__name__
+fused = test_optimization._adamw_steps(True, [None] * 3)
+google = test_optimization._adamw_steps(False, [None] * 3)
+skipped = test_optimization._adamw_steps(True, [False, True])
+one_step = test_optimization._adamw_steps(True, [False])
+print(kind)
+print(all(np.array_equal(fused[name], google[name]) for name in google))
+print(all(np.array_equal(skipped[name], one_step[name]) for name in one_step))
+"""
+
+
+def test_adamw_on_reference_variables_is_googles_update():
+  """disable_v2_behavior()'s RefVariables get Google's update, not a crash."""
+  import subprocess
+  from conftest import CHILD_ENV
+  here = os.path.dirname(os.path.abspath(__file__))
+  result = subprocess.run(
+      [sys.executable, "-c", _REFERENCE_VARIABLE_STEPS % here],
+      env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ["RefVariable", "True", "True"]
