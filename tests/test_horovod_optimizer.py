@@ -50,8 +50,10 @@ def _expected_after(ranks):
   scale = 1.0 / max(global_norm, 1.0)
   learning_rate = INIT_LR * 2  # Scaled by hvd.size(); step 0, no warmup.
   expected = {}
+  scaled_grads = {}
   for name in names:
     grad = grads[name] * scale
+    scaled_grads[name] = grad
     param = ranks[0]["before/" + name].astype(np.float64)
     m = (1 - BETA_1) * grad
     v = (1 - BETA_2) * grad * grad
@@ -59,13 +61,13 @@ def _expected_after(ranks):
     if "LayerNorm" not in name and "bias" not in name:
       update += WEIGHT_DECAY * param
     expected[name] = param - learning_rate * update
-  return expected
+  return expected, scaled_grads
 
 
 def _check(ranks):
   assert int(ranks[0]["size"]) == 2 and int(ranks[1]["size"]) == 2
   assert int(ranks[0]["step"]) == 1 and int(ranks[1]["step"]) == 1
-  expected = _expected_after(ranks)
+  expected, grads = _expected_after(ranks)
   for name, value in expected.items():
     # The broadcast made both ranks start from rank 0's values...
     np.testing.assert_array_equal(ranks[0]["before/" + name],
@@ -75,8 +77,16 @@ def _check(ranks):
                            ranks[1]["grad/" + name]), name
     np.testing.assert_array_equal(ranks[0]["after/" + name],
                                   ranks[1]["after/" + name], err_msg=name)
-    np.testing.assert_allclose(ranks[0]["after/" + name], value, rtol=1e-5,
+    # Where the averaged gradient nearly cancels (|g| near epsilon / sqrt(1 -
+    # beta_2)), m / (sqrt(v) + epsilon) turns float32's summation order of
+    # the gathered embedding rows into visible differences: there the step
+    # (about learning_rate * 3 elsewhere) is only checked to 1e-4.
+    stable = np.abs(grads[name]) > 1e-4
+    assert stable.any(), name
+    after = ranks[0]["after/" + name]
+    np.testing.assert_allclose(after[stable], value[stable], rtol=1e-5,
                                atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(after, value, atol=1e-4, err_msg=name)
 
 
 def test_horovodrun_gloo_two_ranks(tmp_path):
