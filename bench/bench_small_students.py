@@ -251,7 +251,12 @@ class SmallBench(bench_downstream.Bench):
     if key not in self.starts:
       checkpoint = None
       if start != "random":
-        checkpoint = self.prune(shape, start)
+        # One pruned start per shape and teacher, shared by the rows with
+        # and without general distillation.
+        pruned_key = (shape, start, False)
+        if pruned_key not in self.starts:
+          self.starts[pruned_key] = self.prune(shape, start)
+        checkpoint = self.starts[pruned_key]
       if general:
         checkpoint = self.general(shape, checkpoint, start)
       self.starts[key] = checkpoint

@@ -24,7 +24,17 @@ wheel, predictions, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 speeches = b.read_speeches(wheel)
 b.write_stage3_text(speeches, sys.argv[4])
 summary = b.summarize(runs)
+# Recipe starts with pruning and general distillation stubbed: which run.
+bench = b.SmallBench("unused")
+calls = []
+bench.prune = lambda shape, source: calls.append(
+    ["prune", shape, source]) or "pruned.ckpt"
+bench.general = lambda shape, checkpoint, start: calls.append(
+    ["general", shape, checkpoint]) or "general_dir"
+starts = [bench.start("s4x256", "pruned", general)
+          for general in (False, True, True)]
 print(json.dumps({
+    "starts": starts, "start_calls": calls,
     "names": [name for name, _ in speeches],
     "classes": b.predicted_classes(predictions),
     "summary": summary,
@@ -131,6 +141,14 @@ def test_targets_judge_the_best_row_and_the_small_one(driven):
   assert ratio == pytest.approx(0.75 / 0.8) and kept
   assert targets["speedup_4x256"] == [2.5, True]
   assert targets["speedup_2x128"] == [5.0, False]
+
+
+def test_pruned_start_is_cut_once_for_rows_with_and_without_general(driven):
+  """pruned_general_distill reuses pruned_distill's cut (prune_checkpoint.py
+  refuses an existing --output_dir, which ended a full run)."""
+  assert driven["starts"] == ["pruned.ckpt", "general_dir", "general_dir"]
+  assert driven["start_calls"] == [["prune", "s4x256", "pruned"],
+                                   ["general", "s4x256", "pruned.ckpt"]]
 
 
 def test_unknown_row_is_one_error_line(tmp_path):
