@@ -169,12 +169,16 @@ def test_where_the_graph_tokenizer_differs(trained):
       "[CLS]", "the", "[UNK]", "river", "[SEP]")]
 
 
-def test_saved_model_pair_signature(trained, tmp_path):
-  output_dir = str(tmp_path / "pair")
+def _export_and_load(trained, output_dir, **options):
+  """A SavedModel of the trained classifier, exported and loaded back."""
   serving_export.export("saved_model", trained["output_dir"], output_dir,
                         vocab_file=trained["vocab"], max_seq_length=SEQ,
-                        text_b=True)
-  model = tf.saved_model.load(os.path.join(output_dir, "1"))
+                        **options)
+  return tf.saved_model.load(os.path.join(output_dir, "1"))
+
+
+def test_saved_model_pair_signature(trained, tmp_path):
+  model = _export_and_load(trained, str(tmp_path / "pair"), text_b=True)
   signature = model.signatures["serving_default"]
   assert sorted(signature.structured_input_signature[1]) == ["text_a",
                                                              "text_b"]
@@ -267,11 +271,8 @@ def test_tflite_reproduces_run_classifier_predictions(trained, tmp_path,
 
 
 def test_feature_extractor_matches_the_encoder_graph(trained, tmp_path):
-  output_dir = str(tmp_path / "features")
-  serving_export.export("saved_model", trained["output_dir"], output_dir,
-                        vocab_file=trained["vocab"], max_seq_length=SEQ,
-                        feature_extractor=True)
-  model = tf.saved_model.load(os.path.join(output_dir, "1"))
+  model = _export_and_load(trained, str(tmp_path / "features"),
+                           feature_extractor=True)
   texts = trained["test_texts"][:3] + ["the river"]
   outputs = model.signatures["serving_default"](text_a=tf.constant(texts))
   assert sorted(outputs) == ["pooled_output", "sequence_output"]
