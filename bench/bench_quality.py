@@ -17,9 +17,11 @@ The same student is then trained for the same steps with one recipe each:
     (cosine, MSE), attention, MiniLMv2 relations; "best" adds every
     layer-wise term whose recipe beat "online" at that start (the better
     of the two hidden losses), after those ran.
-Students start from random weights (the labels have to carry the knowledge)
-or from teacher layers (--init_layer_map; "hard" is then the init-only
-student). Each run is repeated for --seeds seeds (the student's
+Students start from random weights (the labels have to carry the knowledge),
+from teacher layers (--init_layer_map; "hard" is then the init-only
+student), or cut out of the teacher by prune_checkpoint.py (--starts pruned,
+for a student narrower than its teacher: --student_config_file
+<demo_dir>/narrow_student_config.json). Each run is repeated for --seeds seeds (the student's
 initialisation, dropout and data order, and a fresh draw of the sampled
 labels). The runs of seed 0 also evaluate every --curve_every steps, which
 gives the steps each recipe needs to reach the hard-label student's final
@@ -39,6 +41,9 @@ final accuracy and the issues' targets, and writes it all to --output_json
   .venv/bin/python bench/bench_quality.py --demo_dir demo_output  # ~60 min
   .venv/bin/python bench/bench_quality.py --recipes stored        # issue 11's
   .venv/bin/python bench/bench_quality.py --quick                 # smoke test
+  .venv/bin/python bench/bench_quality.py --demo_dir demo_output \
+      --student_config_file demo_output/narrow_student_config.json \
+      --starts scratch,pruned       # a student of half the teacher's width
 
 --demo_dir reuses a finished `make demo` (its records and teacher); without
 it the demo's data and teacher stages run first under --work_dir.
@@ -93,7 +98,15 @@ flags.DEFINE_list(
 flags.DEFINE_alias("kinds", "recipes")
 flags.DEFINE_string("starts", "scratch,init",
                     "Comma list: 'scratch' (random start), 'init' "
-                    "(--init_layer_map from the teacher).")
+                    "(--init_layer_map from the teacher: the student as "
+                    "wide as the teacher), 'pruned' (cut out of the "
+                    "teacher by prune_checkpoint.py, importance measured "
+                    "on the training records: any narrower student).")
+flags.DEFINE_string("student_config_file", None,
+                    "The student's bert_config.json (default: the demo's "
+                    "student_config.json, as wide as its teacher; "
+                    "<demo_dir>/narrow_student_config.json is a student "
+                    "of half the teacher's width).")
 flags.DEFINE_float("layer_loss_weight", 1.0,
                    "Weight of the layer-wise loss in each layer recipe.")
 flags.DEFINE_list("measure", ["quality", "timing"],
@@ -144,7 +157,9 @@ RECIPE_GROUPS = {
 DEFAULT_RECIPES = {
     "scratch": ("hard", "residual", "full") + RECIPE_GROUPS["layer"],
     "init": ("hard", "full", "online", "best"),
+    "pruned": ("hard", "full", "online", "best"),
 }
+STARTS = ("scratch", "init", "pruned")
 # Names in the table.
 RECIPE_TITLES = {"online": "online soft", "hidden_cosine": "+ hidden cosine",
                  "hidden_mse": "+ hidden MSE", "attention": "+ attention",
@@ -252,6 +267,7 @@ def evaluate_targets(summary):
   layer = list(LAYER_TERMS) + ["best"]
   scratch = summary.get("scratch", {})
   init = summary.get("init", {})
+  pruned = summary.get("pruned", {})
   return {
       "sampled_closes_80pct_of_kl_gap": gap_closed(scratch),
       "sampled_closes_80pct_of_kl_gap_with_init": gap_closed(init),
@@ -263,6 +279,8 @@ def evaluate_targets(summary):
       "layer_beats_best_stored_kd_by_2sd_without_init": beats(
           scratch, tuple(kd), layer),
       "layer_beats_full_kd_by_2sd_with_init": beats(init, "full", layer),
+      "layer_beats_best_stored_kd_by_2sd_pruned": beats(
+          pruned, tuple(kd), layer),
   }
 
 
@@ -415,7 +433,7 @@ def format_table(results):
                     teacher["teacher_top1_agreement"],
                     teacher["teacher_kl"]))
   cost_table = costs(results)
-  for start in ("scratch", "init"):
+  for start in STARTS:
     for student, row in results["summary"].get(start, {}).items():
       labels = STUDENTS[student][0]
       label_bytes = results["label_bytes_per_record"].get(labels)
@@ -468,13 +486,19 @@ def write_results(path, results):
 class Bench(object):
   """The experiment's files and settings; one method per step."""
 
-  def __init__(self, settings, work_dir, demo_dir, steps):
+  def __init__(self, settings, work_dir, demo_dir, steps,
+               student_config=None):
     self.settings = settings
     self.steps = steps
     self.work_dir = work_dir
     self.demo_dir = demo_dir
     self.teacher_config = os.path.join(demo_dir, "teacher_config.json")
-    self.student_config = os.path.join(demo_dir, "student_config.json")
+    self.student_config = student_config or os.path.join(
+        demo_dir, "student_config.json")
+    if not os.path.exists(self.student_config):
+      raise command_line.InputError(
+          "--student_config_file %s does not exist" % self.student_config)
+    self.pruned_checkpoint = None
     self.teacher_checkpoint = tf.train.latest_checkpoint(
         os.path.join(demo_dir, "teacher"))
     if not self.teacher_checkpoint:
@@ -525,6 +549,33 @@ class Bench(object):
           sum(1 for _ in tf.compat.v1.io.tf_record_iterator(path)))
     return path
 
+  def shapes(self):
+    """(teacher, student) configs as dicts."""
+    with open(self.teacher_config) as teacher_file:
+      teacher = json.load(teacher_file)
+    with open(self.student_config) as student_file:
+      student = json.load(student_file)
+    return teacher, student
+
+  def prune(self):
+    """Cuts the student out of the teacher, once; returns its checkpoint.
+
+    Importance is measured on the training records, the data the students
+    learn from.
+    """
+    if not self.pruned_checkpoint:
+      output_dir = self.path("pruned_init")
+      run_logged([sys.executable, os.path.join(REPO, "prune_checkpoint.py"),
+                  "--bert_config_file", self.teacher_config,
+                  "--init_checkpoint", self.teacher_checkpoint,
+                  "--student_config_file", self.student_config,
+                  "--output_dir", output_dir,
+                  "--input_file", self.path("labels", "train_plain.tfrecord"),
+                  "--max_seq_length", self.settings["max_seq_length"]],
+                 output_dir + ".log")
+      self.pruned_checkpoint = os.path.join(output_dir, "bert_model.ckpt")
+    return self.pruned_checkpoint
+
   def evaluate_teacher(self):
     """The teacher's own held-out figures (teacher_kl ~ 0 checks labels)."""
     output_dir = self.path("teacher_eval")
@@ -568,6 +619,8 @@ class Bench(object):
     if start == "init":
       flags_used += ["--init_checkpoint", self.teacher_checkpoint,
                      "--init_layer_map", self.settings["init_layer_map"]]
+    elif start == "pruned":
+      flags_used += ["--init_checkpoint", self.prune()]
     return train_file, flags_used
 
   def train_student(self, start, student, seed, terms=(), curve_every=0):
@@ -623,6 +676,13 @@ class Bench(object):
     per_step = self.seconds_per_step(output_dir)
     shutil.rmtree(output_dir)
     return per_step
+
+
+def shape_of(config):
+  """The sizes of a bert_config dict that tell students apart."""
+  return {key: config[key] for key in (
+      "hidden_size", "num_hidden_layers", "num_attention_heads",
+      "intermediate_size")}
 
 
 def recipes_for(start):
@@ -702,8 +762,9 @@ def main(_):
   eval_records = settings["max_eval_steps"] * 32
   starts = [start for start in FLAGS.starts.split(",") if start]
   for start in starts:
-    if start not in ("scratch", "init"):
-      raise command_line.InputError("--starts: unknown start %r" % start)
+    if start not in STARTS:
+      raise command_line.InputError("--starts: unknown start %r (choose "
+                                    "from %s)" % (start, ", ".join(STARTS)))
   plan = [(start, recipes_for(start)) for start in starts]
   measures = set(FLAGS.measure)
   if not measures or measures - {"quality", "timing"}:
@@ -732,7 +793,17 @@ def main(_):
     os.makedirs(demo_dir)
     run_demo.prepare_teacher(demo_dir, settings, FLAGS.dump,
                              FLAGS.vocab_file, FLAGS.num_workers)
-  bench = Bench(settings, work_dir, os.path.abspath(demo_dir), steps)
+  bench = Bench(settings, work_dir, os.path.abspath(demo_dir), steps,
+                FLAGS.student_config_file and os.path.abspath(
+                    FLAGS.student_config_file))
+  teacher_shape, student_shape = bench.shapes()
+  if ("init" in starts and student_shape["hidden_size"] !=
+      teacher_shape["hidden_size"]):
+    raise command_line.InputError(
+        "--starts init copies teacher layers, which needs the student's "
+        "hidden_size (%d, --student_config_file) to equal the teacher's "
+        "(%d); start a narrower student with --starts pruned" % (
+            student_shape["hidden_size"], teacher_shape["hidden_size"]))
   counts = bench.prepare_records(train_records, eval_records)
   results = previous or {
       "settings": {
@@ -746,8 +817,8 @@ def main(_):
           "curve_every": curve_every,
           "recipes": dict(plan),
           "init_layer_map": settings["init_layer_map"],
-          "student_shape": settings["student"],
-          "teacher_shape": settings["teacher"],
+          "student_shape": shape_of(student_shape),
+          "teacher_shape": shape_of(teacher_shape),
           "teacher_checkpoint": bench.teacher_checkpoint},
       "label_bytes_per_record": bench.label_bytes,
       "teacher": None, "runs": [], "summary": {}, "targets": {},

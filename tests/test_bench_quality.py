@@ -132,3 +132,79 @@ def test_layer_recipes_best_terms_costs_and_targets():
   assert "+ hidden MSE" in table and "teacher in graph" in table
   assert "≤ 100 / ≤ 30 s" in table and "150 / 45 s" in table
   assert "0.300 (2.40×)" in table and "0.100 (0.80×) busy" in table
+
+
+PRUNED_DRIVER = """
+import json, sys
+sys.path.insert(0, "bench")
+import bench_quality
+from absl import flags
+flags.FLAGS(["bench_quality"])
+commands = []
+def fake_run_logged(command, log):
+  commands.append([str(part) for part in command])
+  return 0.0
+bench_quality.run_logged = fake_run_logged
+demo_dir, narrow = sys.argv[1], sys.argv[2]
+bench = bench_quality.Bench({"max_seq_length": 16}, sys.argv[3], demo_dir, 10,
+                            narrow)
+first = bench.student_flags("pruned", "online", 0, ())
+second = bench.student_flags("pruned", "hard", 1, ())
+print(json.dumps({"commands": commands, "first": [str(f) for f in first[1]],
+                  "second": [str(f) for f in second[1]]}))
+"""
+
+
+def fake_demo_dir(tmp_path):
+  """A demo folder with configs and a (fake) teacher checkpoint; a narrow
+  student config beside it."""
+  demo = tmp_path / "demo"
+  (demo / "teacher").mkdir(parents=True)
+  conftest.write_config(str(demo / "teacher_config.json"), vocab_size=30,
+                        hidden_size=32, num_attention_heads=2)
+  conftest.write_config(str(demo / "student_config.json"), vocab_size=30,
+                        hidden_size=32, num_attention_heads=2,
+                        num_hidden_layers=1)
+  narrow = tmp_path / "narrow_student_config.json"
+  conftest.write_config(str(narrow), vocab_size=30, hidden_size=16,
+                        num_attention_heads=1, num_hidden_layers=1,
+                        intermediate_size=32)
+  (demo / "teacher" / "model.ckpt-5.index").write_bytes(b"")
+  (demo / "teacher" / "checkpoint").write_text(
+      'model_checkpoint_path: "model.ckpt-5"\n')
+  return demo, narrow
+
+
+def test_pruned_start_prunes_once_and_starts_from_the_cut(tmp_path):
+  demo, narrow = fake_demo_dir(tmp_path)
+  result = subprocess.run(
+      [sys.executable, "-c", PRUNED_DRIVER, str(demo), str(narrow),
+       str(tmp_path / "work")], cwd=conftest.REPO, env=conftest.CHILD_ENV,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  # One prune for both recipes, from the teacher to the narrow config.
+  assert len(out["commands"]) == 1
+  prune = out["commands"][0]
+  assert prune[1].endswith("prune_checkpoint.py")
+  assert prune[prune.index("--student_config_file") + 1] == str(narrow)
+  assert prune[prune.index("--init_checkpoint") + 1].endswith("model.ckpt-5")
+  assert prune[prune.index("--input_file") + 1].endswith(
+      "train_plain.tfrecord")
+  cut = str(tmp_path / "work" / "pruned_init" / "bert_model.ckpt")
+  for recipe_flags in (out["first"], out["second"]):
+    assert recipe_flags[recipe_flags.index("--init_checkpoint") + 1] == cut
+    assert "--init_layer_map" not in recipe_flags
+
+
+def test_init_start_with_a_narrower_student_is_an_error(tmp_path):
+  demo, narrow = fake_demo_dir(tmp_path)
+  result = conftest.run_script(
+      "bench/bench_quality.py", "--demo_dir", str(demo),
+      "--student_config_file", str(narrow), "--starts", "scratch,init",
+      "--work_dir", str(tmp_path / "work"), check=False)
+  assert result.returncode == 1, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("ERROR: --starts init") and "--starts pruned" in last
+  assert "hidden_size (16, --student_config_file)" in last
+  assert "Traceback" not in result.stderr
