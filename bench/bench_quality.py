@@ -147,6 +147,10 @@ STUDENTS = {
 }
 STUDENTS.update((term, ("online", flags_)) for term, flags_ in
                 LAYER_TERMS.items())
+# Hidden MSE and relations together, at --layer_loss_weight each: the
+# combination that lost to stored top-k labels on a narrow student.
+STUDENTS["mse_relation"] = ("online", LAYER_TERMS["hidden_mse"] +
+                            LAYER_TERMS["relation"])
 STUDENTS["best"] = ("online", [])
 TOP_K_KINDS = ("truncated", "renormalized", "residual")
 STORED_KD = TOP_K_KINDS + ("sampled", "full")
@@ -163,7 +167,8 @@ STARTS = ("scratch", "init", "pruned")
 # Names in the table.
 RECIPE_TITLES = {"online": "online soft", "hidden_cosine": "+ hidden cosine",
                  "hidden_mse": "+ hidden MSE", "attention": "+ attention",
-                 "relation": "+ relations"}
+                 "relation": "+ relations",
+                 "mse_relation": "+ hidden MSE + relations"}
 
 
 def label_bytes_per_record(labelled_path, plain_path, num_records):
@@ -264,7 +269,7 @@ def agrees(summary_rows, first, second):
 def evaluate_targets(summary):
   """The issues' targets, measured (None when a student is missing)."""
   kd = list(STORED_KD)
-  layer = list(LAYER_TERMS) + ["best"]
+  layer = list(LAYER_TERMS) + ["mse_relation", "best"]
   scratch = summary.get("scratch", {})
   init = summary.get("init", {})
   pruned = summary.get("pruned", {})

@@ -150,8 +150,10 @@ bench = bench_quality.Bench({"max_seq_length": 16}, sys.argv[3], demo_dir, 10,
                             narrow)
 first = bench.student_flags("pruned", "online", 0, ())
 second = bench.student_flags("pruned", "hard", 1, ())
+combined = bench_quality.recipe_flags("mse_relation", (), 0.1)
 print(json.dumps({"commands": commands, "first": [str(f) for f in first[1]],
-                  "second": [str(f) for f in second[1]]}))
+                  "second": [str(f) for f in second[1]],
+                  "combined": [str(f) for f in combined]}))
 """
 
 
@@ -195,6 +197,11 @@ def test_pruned_start_prunes_once_and_starts_from_the_cut(tmp_path):
   for recipe_flags in (out["first"], out["second"]):
     assert recipe_flags[recipe_flags.index("--init_checkpoint") + 1] == cut
     assert "--init_layer_map" not in recipe_flags
+  # The combined recipe turns both terms on at the given weight.
+  combined = out["combined"]
+  assert combined[combined.index("--hidden_loss_weight") + 1] == "0.1"
+  assert combined[combined.index("--hidden_loss") + 1] == "mse"
+  assert combined[combined.index("--relation_loss_weight") + 1] == "0.1"
 
 
 def test_init_start_with_a_narrower_student_is_an_error(tmp_path):
