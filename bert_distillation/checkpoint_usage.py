@@ -117,9 +117,8 @@ def check_checkpoint_file(folder, flag_name):
                                                     error)) from None
   if not state or not state.model_checkpoint_path:
     return
+  # get_checkpoint_state has already put a relative name under folder.
   path = state.model_checkpoint_path
-  if not os.path.isabs(path) and "://" not in path:
-    path = os.path.join(folder, path)
   if not tf.io.gfile.exists(path + ".index"):
     raise InputError(
         "%s %s: its 'checkpoint' file names %s, which is not there (no "

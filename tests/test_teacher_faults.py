@@ -16,6 +16,7 @@ from absl.testing import flagsaver
 import pytest
 import tensorflow as tf
 
+from bert_distillation import checkpoint_usage
 from bert_distillation import command_line
 from bert_distillation import estimator_training
 from bert_distillation import teacher_graph
@@ -274,6 +275,22 @@ def test_a_checkpoint_file_naming_a_missing_checkpoint_is_one_line(
   with pytest.raises(trainer.InputError, match="--teacher_checkpoint %s: its "
                      "'checkpoint' file names %s," % (out, missing)):
     teacher_graph.resolve_checkpoint(str(out), "--teacher_checkpoint")
+
+
+def test_a_relative_folder_with_its_checkpoint_passes(tmp_path,
+                                                    monkeypatch):
+  # TensorFlow writes the names relative to the folder; make demo's folders
+  # are relative to the checkout (demo_output/teacher).
+  monkeypatch.chdir(tmp_path)
+  save_variables("out", STUDENT, step=3)
+  assert 'model_checkpoint_path: "model.ckpt-3"' in (
+      tmp_path / "out" / "checkpoint").read_text()
+  checkpoint_usage.check_checkpoint_file("out", "--output_dir")
+  assert teacher_graph.resolve_checkpoint("out", "--teacher_checkpoint") == (
+      os.path.join("out", "model.ckpt-3"))
+  os.remove(str(tmp_path / "out" / "model.ckpt-3.index"))
+  with pytest.raises(trainer.InputError, match=r"names out/model.ckpt-3, "):
+    checkpoint_usage.check_checkpoint_file("out", "--output_dir")
 
 
 # ---------------------------------------------------------------------------
