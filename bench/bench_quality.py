@@ -61,6 +61,7 @@ import tensorflow as tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from bert_distillation import command_line  # pylint: disable=g-import-not-at-top
+import modeling  # pylint: disable=g-import-not-at-top
 from bench_common import mean_sd  # pylint: disable=g-import-not-at-top
 from bench_common import run_logged  # pylint: disable=g-import-not-at-top
 import run_demo  # pylint: disable=g-import-not-at-top
@@ -147,8 +148,7 @@ STUDENTS = {
 }
 STUDENTS.update((term, ("online", flags_)) for term, flags_ in
                 LAYER_TERMS.items())
-# Hidden MSE and relations together, at --layer_loss_weight each: the
-# combination that lost to stored top-k labels on a narrow student.
+# Hidden MSE and relations together, at --layer_loss_weight each.
 STUDENTS["mse_relation"] = ("online", LAYER_TERMS["hidden_mse"] +
                             LAYER_TERMS["relation"])
 STUDENTS["best"] = ("online", [])
@@ -555,12 +555,9 @@ class Bench(object):
     return path
 
   def shapes(self):
-    """(teacher, student) configs as dicts."""
-    with open(self.teacher_config) as teacher_file:
-      teacher = json.load(teacher_file)
-    with open(self.student_config) as student_file:
-      student = json.load(student_file)
-    return teacher, student
+    """(teacher, student) as modeling.BertConfig."""
+    return (modeling.BertConfig.from_json_file(self.teacher_config),
+            modeling.BertConfig.from_json_file(self.student_config))
 
   def prune(self):
     """Cuts the student out of the teacher, once; returns its checkpoint.
@@ -684,8 +681,8 @@ class Bench(object):
 
 
 def shape_of(config):
-  """The sizes of a bert_config dict that tell students apart."""
-  return {key: config[key] for key in (
+  """The sizes of a BertConfig that tell students apart."""
+  return {key: getattr(config, key) for key in (
       "hidden_size", "num_hidden_layers", "num_attention_heads",
       "intermediate_size")}
 
@@ -802,13 +799,13 @@ def main(_):
                 FLAGS.student_config_file and os.path.abspath(
                     FLAGS.student_config_file))
   teacher_shape, student_shape = bench.shapes()
-  if ("init" in starts and student_shape["hidden_size"] !=
-      teacher_shape["hidden_size"]):
+  if ("init" in starts and student_shape.hidden_size !=
+      teacher_shape.hidden_size):
     raise command_line.InputError(
         "--starts init copies teacher layers, which needs the student's "
         "hidden_size (%d, --student_config_file) to equal the teacher's "
         "(%d); start a narrower student with --starts pruned" % (
-            student_shape["hidden_size"], teacher_shape["hidden_size"]))
+            student_shape.hidden_size, teacher_shape.hidden_size))
   counts = bench.prepare_records(train_records, eval_records)
   results = previous or {
       "settings": {

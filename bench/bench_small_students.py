@@ -249,17 +249,15 @@ class SmallBench(bench_downstream.Bench):
     """The --init_checkpoint of a recipe's task runs (None: random)."""
     key = (shape, start, general)
     if key not in self.starts:
-      checkpoint = None
-      if start != "random":
-        # One pruned start per shape and teacher, shared by the rows with
-        # and without general distillation.
-        pruned_key = (shape, start, False)
-        if pruned_key not in self.starts:
-          self.starts[pruned_key] = self.prune(shape, start)
-        checkpoint = self.starts[pruned_key]
       if general:
-        checkpoint = self.general(shape, checkpoint, start)
-      self.starts[key] = checkpoint
+        # General distillation continues from the start without it, so a
+        # pruned start is cut once for both rows.
+        self.starts[key] = self.general(
+            shape, self.start(shape, start, False), start)
+      elif start != "random":
+        self.starts[key] = self.prune(shape, start)
+      else:
+        self.starts[key] = None
     return self.starts[key]
 
   def task_run(self, row, shape, seed):

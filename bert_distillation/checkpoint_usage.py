@@ -12,7 +12,6 @@ check_checkpoint_file() refuses a folder whose `checkpoint` file names a
 checkpoint that is not there.
 """
 
-import os
 import re
 
 import tensorflow as tf
